@@ -1,0 +1,1 @@
+#include "diffrt/gguf.h"

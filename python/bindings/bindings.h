@@ -1,0 +1,7 @@
+// One register_*() per concept; module.cpp calls them in order.
+#pragma once
+#include <nanobind/nanobind.h>
+
+namespace nb = nanobind;
+
+void register_errors(nb::module_& m);

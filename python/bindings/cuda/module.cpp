@@ -1,0 +1,31 @@
+// diffrt._cuda: the CUDA backend's Python module. Importing it without a GPU or driver is harmless.
+#include <cuda_runtime.h>
+#include <nanobind/nanobind.h>
+
+#include <string>
+
+namespace nb = nanobind;
+
+namespace {
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+std::string device_name(int i) {
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, i) != cudaSuccess) return "";
+  return p.name;
+}
+}  // namespace
+
+NB_MODULE(_cuda, m) {
+  m.doc() = "diffrt CUDA backend";
+  m.def("device_count", &device_count, "Number of usable CUDA devices (0 without a driver or GPU).");
+  m.def("device_name", &device_name, nb::arg("index") = 0);
+  m.attr("built_with_cuda_version") = CUDART_VERSION;
+}

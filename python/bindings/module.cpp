@@ -1,0 +1,7 @@
+// diffrt._core: the CPU engine's Python module.
+#include "bindings.h"
+
+NB_MODULE(_core, m) {
+  m.doc() = "diffrt CPU core";
+  register_errors(m);
+}
