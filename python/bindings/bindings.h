@@ -5,3 +5,5 @@
 namespace nb = nanobind;
 
 void register_errors(nb::module_& m);
+void register_gguf(nb::module_& m);
+void register_sampler(nb::module_& m);

@@ -4,4 +4,6 @@
 NB_MODULE(_core, m) {
   m.doc() = "diffrt CPU core";
   register_errors(m);
+  register_gguf(m);
+  register_sampler(m);
 }

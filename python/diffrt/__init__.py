@@ -1,7 +1,8 @@
 """diffrt: a standalone runtime for diffusion language models (DiffusionGemma)."""
 
 from .errors import ConfigError, DiffrtError, FormatError, ModelfileError
+from .model import Model, load
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "DiffrtError", "FormatError", "ModelfileError", "__version__"]
+__all__ = ["ConfigError", "DiffrtError", "FormatError", "Model", "ModelfileError", "__version__", "load"]

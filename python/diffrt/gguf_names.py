@@ -80,6 +80,10 @@ KEYS = {
     "DIFFRT_MODELFILE": "diffrt.modelfile",  # embedded Ollama-style Modelfile text
     "DIFFRT_SYSTEM": "diffrt.system",
     "DIFFRT_LICENSE": "diffrt.license_text",
+    "DIFFRT_SEED": "diffrt.seed",  # Modelfile PARAMETER seed (uint64); absent = fresh seed per request
+    "DIFFRT_STOP": "diffrt.stop",  # Modelfile PARAMETER stop (array of strings)
+    "DIFFRT_NUM_CTX": "diffrt.num_ctx",  # Modelfile PARAMETER num_ctx
+    "DIFFRT_MESSAGES": "diffrt.messages_json",  # Modelfile MESSAGEs: JSON [{"role", "content"}]
 }
 KEYS = {k: v.replace("{arch}", ARCH) for k, v in KEYS.items()}
 globals().update({"KEY_" + k: v for k, v in KEYS.items()})

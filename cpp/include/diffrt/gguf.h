@@ -52,6 +52,7 @@ struct TensorInfo {
   std::vector<int64_t> ne;  // ggml order: ne[0] is the fastest-varying (contiguous) dimension
   const void* data;         // inside the mapping, aligned to the file's alignment
   size_t nbytes;
+  uint64_t file_offset = 0;  // absolute byte offset of `data` in the file
   int64_t n_elements() const;
 };
 

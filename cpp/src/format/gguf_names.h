@@ -70,6 +70,10 @@ inline constexpr const char* KEY_DIFFRT_HF_CONFIG = "diffrt.hf_config_json";
 inline constexpr const char* KEY_DIFFRT_MODELFILE = "diffrt.modelfile";
 inline constexpr const char* KEY_DIFFRT_SYSTEM = "diffrt.system";
 inline constexpr const char* KEY_DIFFRT_LICENSE = "diffrt.license_text";
+inline constexpr const char* KEY_DIFFRT_SEED = "diffrt.seed";
+inline constexpr const char* KEY_DIFFRT_STOP = "diffrt.stop";
+inline constexpr const char* KEY_DIFFRT_NUM_CTX = "diffrt.num_ctx";
+inline constexpr const char* KEY_DIFFRT_MESSAGES = "diffrt.messages_json";
 
 // tensors; layer tensors contain {bid}: use layer_tensor(name, bid)
 inline constexpr const char* TENSOR_TOKEN_EMBD = "token_embd.weight";

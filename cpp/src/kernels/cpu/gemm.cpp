@@ -1,0 +1,166 @@
+// CPU GEMM driver: packs panels of W (any stored type -> f32) and runs the ISA's panel kernel.
+//
+// Why pack per panel instead of repacking the model at load: it decodes BF16/F16/Q8_0 weights to
+// f32 one [KC x NR] tile at a time (the file stays the only copy of the weights), and the cost of
+// packing is 1/M of the multiply for the M = batch x canvas rows of a denoising step.
+#include <algorithm>
+#include <cstring>
+
+#include "core/cpu_features.h"
+#include "core/dtype.h"
+#include "kernels/cpu/gemm_panel.h"
+#include "kernels/kernels.h"
+
+namespace diffrt::kernels {
+
+Matrix Matrix::rows(int64_t first, int64_t count) const {
+  Matrix m = *this;
+  m.data = row(first);
+  m.n = count;
+  return m;
+}
+
+Matrix f32_matrix(const float* data, int64_t n, int64_t k, int64_t ld) {
+  Matrix m;
+  m.type = GGMLType::F32;
+  m.data = data;
+  m.n = n;
+  m.k = k;
+  m.row_bytes = size_t(ld) * sizeof(float);
+  return m;
+}
+
+void decode_row(const Matrix& w, int64_t row, int64_t k0, int64_t count, float* out) {
+  const uint8_t* p = w.row(row);
+  switch (w.type) {
+    case GGMLType::F32:
+      std::memcpy(out, reinterpret_cast<const float*>(p) + k0, size_t(count) * sizeof(float));
+      break;
+    case GGMLType::BF16: {
+      const uint16_t* h = reinterpret_cast<const uint16_t*>(p) + k0;
+      for (int64_t i = 0; i < count; ++i) out[i] = bf16_to_f32(h[i]);
+      break;
+    }
+    case GGMLType::F16: {
+      const uint16_t* h = reinterpret_cast<const uint16_t*>(p) + k0;
+      for (int64_t i = 0; i < count; ++i) out[i] = f16_to_f32(h[i]);
+      break;
+    }
+    case GGMLType::Q8_0: {
+      // Blocks of 32: f16 scale d, then 32 int8 quants; value = d * q.
+      for (int64_t i = 0; i < count; ++i) {
+        int64_t e = k0 + i;
+        const uint8_t* blk = p + (e / 32) * 34;
+        uint16_t d;
+        std::memcpy(&d, blk, 2);
+        out[i] = f16_to_f32(d) * float(int8_t(blk[2 + e % 32]));
+      }
+      break;
+    }
+  }
+}
+
+namespace cpu {
+
+// Portable panel kernel (NR = 16): plain loops the compiler vectorises for the baseline ISA.
+void gemm_panel_portable(int64_t M, int kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
+                         int nvalid, bool accumulate) {
+  constexpr int MR = 4, NR = 16;
+  for (int64_t m0 = 0; m0 < M; m0 += MR) {
+    int mr = int(std::min<int64_t>(MR, M - m0));
+    float acc[MR][NR] = {};
+    for (int k = 0; k < kc; ++k) {
+      const float* b = Bp + k * NR;
+      for (int i = 0; i < mr; ++i) {
+        float a = A[(m0 + i) * lda + k];
+        for (int j = 0; j < NR; ++j) acc[i][j] += a * b[j];
+      }
+    }
+    for (int i = 0; i < mr; ++i) {
+      float* c = C + (m0 + i) * ldc;
+      for (int j = 0; j < nvalid; ++j) c[j] = accumulate ? c[j] + acc[i][j] : acc[i][j];
+    }
+  }
+}
+
+namespace {
+
+struct Path {
+  PanelFn fn;
+  int nr;
+};
+
+Path panel_path() {
+  switch (cpu_path()) {
+    case CpuPath::Amx:
+    case CpuPath::Avx512: return {gemm_panel_avx512, 32};
+    case CpuPath::Avx2: return {gemm_panel_avx2, 16};
+    default: return {gemm_panel_portable, 16};
+  }
+}
+
+// Bp[kk][j] = W(n0 + j, k0 + kk) as f32, zero for j >= nvalid.
+void pack_panel(const Matrix& w, int64_t n0, int nvalid, int64_t k0, int kc, int nr, float* bp) {
+  if (w.kn) {
+    for (int kk = 0; kk < kc; ++kk) {
+      float* dst = bp + kk * nr;
+      decode_row(w, k0 + kk, n0, nvalid, dst);
+      for (int j = nvalid; j < nr; ++j) dst[j] = 0.f;
+    }
+    return;
+  }
+  float tmp[KC];
+  for (int j = 0; j < nvalid; ++j) {
+    decode_row(w, n0 + j, k0, kc, tmp);
+    for (int kk = 0; kk < kc; ++kk) bp[kk * nr + j] = tmp[kk];
+  }
+  for (int j = nvalid; j < nr; ++j)
+    for (int kk = 0; kk < kc; ++kk) bp[kk * nr + j] = 0.f;
+}
+
+// One panel of NR output columns for rows [m0, m1).
+void run_panel(const Path& path, const float* x, int64_t ldx, int64_t m0, int64_t m1, const Matrix& w, int64_t panel,
+               float* y, int64_t ldy) {
+  alignas(64) thread_local float bp[KC * 32];
+  int64_t n0 = panel * path.nr;
+  int nvalid = int(std::min<int64_t>(path.nr, w.n - n0));
+  for (int64_t k0 = 0; k0 < w.k; k0 += KC) {
+    int kc = int(std::min<int64_t>(KC, w.k - k0));
+    pack_panel(w, n0, nvalid, k0, kc, path.nr, bp);
+    path.fn(m1 - m0, kc, x + m0 * ldx + k0, ldx, bp, y + m0 * ldy + n0, ldy, nvalid, k0 > 0);
+  }
+}
+
+}  // namespace
+}  // namespace cpu
+
+void gemm_serial(const float* x, int64_t ldx, int64_t M, const Matrix& w, float* y, int64_t ldy) {
+  cpu::Path path = cpu::panel_path();
+  if (M <= 0 || w.n <= 0) return;
+  if (w.k == 0) {
+    for (int64_t m = 0; m < M; ++m) std::fill(y + m * ldy, y + m * ldy + w.n, 0.f);
+    return;
+  }
+  int64_t panels = (w.n + path.nr - 1) / path.nr;
+  for (int64_t p = 0; p < panels; ++p) cpu::run_panel(path, x, ldx, 0, M, w, p, y, ldy);
+}
+
+void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const Matrix& w, float* y, int64_t ldy) {
+  cpu::Path path = cpu::panel_path();
+  if (M <= 0 || w.n <= 0) return;
+  if (w.k == 0) return gemm_serial(x, ldx, M, w, y, ldy);
+  int64_t panels = (w.n + path.nr - 1) / path.nr;
+  // Few panels (a narrow W): also split the rows so every thread gets work.
+  int64_t want = 4 * int64_t(pool.size());
+  int64_t m_chunks = 1;
+  if (panels < want) m_chunks = std::min<int64_t>((want + panels - 1) / panels, (M + 7) / 8);
+  m_chunks = std::max<int64_t>(m_chunks, 1);
+  int64_t m_step = (M + m_chunks - 1) / m_chunks;
+  pool.parallel_for(int(panels * m_chunks), [&](int task, int) {
+    int64_t p = task % panels, c = task / panels;
+    int64_t m0 = c * m_step, m1 = std::min(M, m0 + m_step);
+    if (m0 < m1) cpu::run_panel(path, x, ldx, m0, m1, w, p, y, ldy);
+  });
+}
+
+}  // namespace diffrt::kernels

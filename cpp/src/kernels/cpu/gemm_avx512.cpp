@@ -1,0 +1,55 @@
+// AVX-512 f32 GEMM panel kernel: MR x 32 register tile (MR = 8: 16 accumulators).
+#include <immintrin.h>
+
+#include "kernels/cpu/gemm_panel.h"
+
+namespace diffrt::kernels::cpu {
+namespace {
+
+template <int MR>
+inline void tile(int kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, __mmask16 m0,
+                 __mmask16 m1, bool acc) {
+  __m512 c0[MR], c1[MR];
+  for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+  for (int k = 0; k < kc; ++k) {
+    __m512 b0 = _mm512_load_ps(Bp + k * 32);
+    __m512 b1 = _mm512_load_ps(Bp + k * 32 + 16);
+    for (int i = 0; i < MR; ++i) {
+      __m512 a = _mm512_set1_ps(A[i * lda + k]);
+      c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* c = C + i * ldc;
+    if (acc) {
+      c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, c));
+      c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, c + 16));
+    }
+    _mm512_mask_storeu_ps(c, m0, c0[i]);
+    _mm512_mask_storeu_ps(c + 16, m1, c1[i]);
+  }
+}
+
+}  // namespace
+
+void gemm_panel_avx512(int64_t M, int kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
+                       int nvalid, bool accumulate) {
+  __mmask16 m0 = nvalid >= 16 ? __mmask16(0xffff) : __mmask16((1u << nvalid) - 1);
+  __mmask16 m1 = nvalid >= 32 ? __mmask16(0xffff) : nvalid <= 16 ? __mmask16(0) : __mmask16((1u << (nvalid - 16)) - 1);
+  constexpr int MR = 8;
+  int64_t m = 0;
+  for (; m + MR <= M; m += MR) tile<MR>(kc, A + m * lda, lda, Bp, C + m * ldc, ldc, m0, m1, accumulate);
+  switch (M - m) {
+    case 7: tile<7>(kc, A + m * lda, lda, Bp, C + m * ldc, ldc, m0, m1, accumulate); break;
+    case 6: tile<6>(kc, A + m * lda, lda, Bp, C + m * ldc, ldc, m0, m1, accumulate); break;
+    case 5: tile<5>(kc, A + m * lda, lda, Bp, C + m * ldc, ldc, m0, m1, accumulate); break;
+    case 4: tile<4>(kc, A + m * lda, lda, Bp, C + m * ldc, ldc, m0, m1, accumulate); break;
+    case 3: tile<3>(kc, A + m * lda, lda, Bp, C + m * ldc, ldc, m0, m1, accumulate); break;
+    case 2: tile<2>(kc, A + m * lda, lda, Bp, C + m * ldc, ldc, m0, m1, accumulate); break;
+    case 1: tile<1>(kc, A + m * lda, lda, Bp, C + m * ldc, ldc, m0, m1, accumulate); break;
+    default: break;
+  }
+}
+
+}  // namespace diffrt::kernels::cpu

@@ -1,0 +1,77 @@
+// Mixture-of-experts on the CPU: the router (spec §6 op order) and the grouped expert GEMM
+// (tokens gathered per expert, one GEMM per expert as transformers' grouped_mm does).
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/kernels.h"
+
+namespace diffrt::kernels {
+
+void router_topk(ThreadPool& pool, const float* r, int64_t ldr, int64_t M, int H, const float* scale,
+                 const Matrix& proj, const float* per_expert_scale, int top_k, float eps, float* z,
+                 float* scores, int32_t* idx, float* weight) {
+  const int E = int(proj.n);
+  rms_norm(pool, r, ldr, M, H, nullptr, eps, z, H);
+  const float root = float(std::pow(double(H), -0.5));  // Python float H**-0.5, used as f32
+  for (int64_t t = 0; t < M; ++t)
+    for (int i = 0; i < H; ++i) z[t * H + i] = (z[t * H + i] * scale[i]) * root;
+  gemm(pool, z, H, M, proj, scores, E);
+  softmax_rows(pool, scores, E, M, E);
+  for (int64_t t = 0; t < M; ++t) {
+    const float* p = scores + t * E;
+    int32_t* ix = idx + t * top_k;
+    float* w = weight + t * top_k;
+    // Selection of the k largest: larger value first, lower index first among equals.
+    for (int s = 0; s < top_k; ++s) {
+      int best = -1;
+      for (int e = 0; e < E; ++e) {
+        bool taken = false;
+        for (int u = 0; u < s; ++u) taken |= ix[u] == e;
+        if (!taken && (best < 0 || p[e] > p[best])) best = e;
+      }
+      ix[s] = best;
+      w[s] = p[best];
+    }
+    float sum = 0.f;
+    for (int s = 0; s < top_k; ++s) sum += w[s];
+    for (int s = 0; s < top_k; ++s) w[s] = (w[s] / sum) * per_expert_scale[ix[s]];
+  }
+}
+
+void grouped_experts(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, int H, const int32_t* idx,
+                     const float* weight, int top_k, int E, int I_e, const Matrix& gate_up, const Matrix& down,
+                     const MoeScratch& s, float* out, int64_t ldo) {
+  const int64_t n_slots = M * top_k;
+  // Counting sort of the (token, slot) pairs by expert.
+  std::fill(s.count, s.count + E + 1, 0);
+  for (int64_t i = 0; i < n_slots; ++i) ++s.count[idx[i] + 1];
+  for (int e = 0; e < E; ++e) s.count[e + 1] += s.count[e];
+  // slot_of is filled in expert order, token order within an expert (stable).
+  for (int e = 0, pos = 0; e < E; ++e)
+    for (int64_t i = 0; i < n_slots; ++i)
+      if (idx[i] == e) s.slot_of[pos++] = int32_t(i);
+
+  pool.parallel_for(int(n_slots), [&](int j, int) {
+    const float* src = x + (s.slot_of[j] / top_k) * ldx;
+    std::copy(src, src + H, s.xg + int64_t(j) * H);
+  });
+  for (int e = 0; e < E; ++e) {
+    const int64_t r0 = s.count[e], rows = s.count[e + 1] - r0;
+    if (rows == 0) continue;
+    gemm(pool, s.xg + r0 * H, H, rows, gate_up.rows(int64_t(e) * 2 * I_e, 2 * I_e), s.hg + r0 * 2 * I_e, 2 * I_e);
+    gelu_tanh_mul(pool, s.hg + r0 * 2 * I_e, 2 * I_e, s.hg + r0 * 2 * I_e + I_e, 2 * I_e, rows, I_e,
+                  s.hg + r0 * 2 * I_e, 2 * I_e);
+    gemm(pool, s.hg + r0 * 2 * I_e, 2 * I_e, rows, down.rows(int64_t(e) * H, H), s.yg + r0 * H, H);
+  }
+  // Weighted sum over the k slots of each token, in f32 (the grouped_mm numerics).
+  for (int64_t t = 0; t < M; ++t) std::fill(out + t * ldo, out + t * ldo + H, 0.f);
+  for (int64_t j = 0; j < n_slots; ++j) {
+    const int32_t slot = s.slot_of[j];
+    const float w = weight[slot];
+    const float* y = s.yg + j * H;
+    float* o = out + (slot / top_k) * ldo;
+    for (int i = 0; i < H; ++i) o[i] += w * y[i];
+  }
+}
+
+}  // namespace diffrt::kernels

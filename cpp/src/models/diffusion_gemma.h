@@ -1,0 +1,103 @@
+// DiffusionGemma (spec §4-8): hyper-parameters, weight table and the two model passes.
+//
+// The Model holds the mmap'd file and Matrix views of its weights (no copies, except the small
+// norm/scale vectors decoded to f32 at load). The passes run on a Session's buffers (Workspace)
+// and KV cache (KVCache); they allocate nothing.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "diffrt/model.h"
+#include "kernels/kernels.h"
+
+namespace diffrt::dg {
+
+using kernels::Matrix;
+
+struct LayerWeights {
+  bool sliding = false;
+  int head_dim = 0, n_kv = 0;
+  Matrix q, k, v, o;                        // v: sliding layers only (full layers: V = raw K)
+  Matrix ffn_gate, ffn_up, ffn_down;        // dense MLP
+  Matrix router;                            // [E][H]
+  Matrix gate_up_exps, down_exps;           // [E*2I_e][H], [E*H][I_e]
+  const float *attn_norm, *q_norm, *k_norm, *post_attn_norm;
+  const float *ffn_norm, *post_ffw_norm_1, *pre_ffw_norm_2, *router_scale, *per_expert_scale;
+  const float *post_ffw_norm_2, *post_ffw_norm;
+  float enc_scalar = 1.f, dec_scalar = 1.f;  // layer_scalar of each stack (not tied)
+};
+
+// Activation buffers for up to max_tokens = batch * canvas_length tokens (the Session's arena).
+struct Workspace {
+  int max_tokens = 0;
+  float *x, *xn, *q, *k, *v, *attn, *h, *g, *u, *h1, *h2, *z, *scores, *w_topk;
+  int32_t *idx_topk, *pos;
+  kernels::MoeScratch moe;
+  float *att_scratch;
+  int64_t att_scratch_per_thread = 0;
+  float *probs;   // [max_tokens][V] self-conditioning softmax
+  float *logits;  // [max_tokens][V]
+};
+
+// KV cache: per layer, per session row, K and V as [kv][cap][hd]. Full layers: cap = max_context
+// (entries = absolute positions). Sliding layers: cap = W-1 + canvas_length; entries 0..n-1 hold
+// the last n = min(T, W-1) positions T-n..T-1; the room after them takes the new tokens of a pass.
+struct KVCache {
+  int batch = 0, max_context = 0;
+  std::vector<int> cap;          // per layer
+  std::vector<float*> k, v;      // per layer: base of row 0; row stride = kv*cap*hd
+  std::vector<int> n_cached;     // per row: tokens seen (T)
+  int64_t row_stride(int layer, const LayerWeights& lw) const { return int64_t(lw.n_kv) * cap[layer] * lw.head_dim; }
+};
+
+// Optional per-layer dump for parity debugging: name ("enc.layer3.out", "dec.input", ...), data
+// [rows][cols] (row stride cols).
+using DebugHook = std::function<void(const std::string& name, const float* data, int64_t rows, int64_t cols)>;
+
+class DiffusionGemma final : public Model {
+ public:
+  static std::shared_ptr<DiffusionGemma> open(const std::string& path, const LoadOptions& opt);
+  const ModelConfig& config() const override { return cfg_; }
+  const GGUFFile& file() const override { return *file_; }
+
+  ThreadPool& pool() const { return *pool_; }
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+  bool bf16_model() const { return bf16_; }  // model dtype bf16: embed scale / rope tables rounded
+  float embed_scale() const { return embed_scale_; }
+  int max_head_dim() const;
+  int max_kv_width() const;  // max over layers of n_kv * head_dim
+  int max_q_width() const;   // max over layers of n_head * head_dim
+
+  // RoPE tables [max_pos][hd/2] for one layer kind (sliding or full), per spec §4.1.
+  void rope_tables(bool sliding, int max_pos, float* cos, float* sin) const;
+
+  // Encoder pass over S <= canvas_length new tokens for each of n_rows session rows (ids [n_rows][S]),
+  // at positions n_cached(row) ...; appends K/V to the cache and advances n_cached.
+  void encode(Workspace& ws, KVCache& cache, const float* const* rope_cos, const float* const* rope_sin,
+              const int32_t* ids, const int* rows, int n_rows, int S, const DebugHook* hook) const;
+  // Decoder pass over the canvas [batch][L] of every row; self_cond [batch][L][V] or nullptr.
+  // Leaves the cache logically unchanged; writes logits [batch][L][V] into ws.logits.
+  void denoise(Workspace& ws, KVCache& cache, const float* const* rope_cos, const float* const* rope_sin,
+               const int32_t* canvas, const float* self_cond, const DebugHook* hook) const;
+
+ private:
+  void load_weights();
+  void layer_forward(Workspace& ws, KVCache& cache, int il, bool encoder, const float* rope_cos,
+                     const float* rope_sin, const int* rows, int n_rows, int S) const;
+  void embed(const int32_t* ids, int64_t n, float* out) const;
+
+  std::unique_ptr<GGUFFile> file_;
+  ModelConfig cfg_;
+  std::unique_ptr<ThreadPool> pool_;
+  Matrix embd_, sc_gate_, sc_up_, sc_down_;
+  const float *output_norm_ = nullptr, *sc_pre_norm_ = nullptr;
+  std::vector<LayerWeights> layers_;
+  std::vector<std::vector<float>> vectors_;  // f32 copies of the small vectors
+  bool bf16_ = false;
+  float embed_scale_ = 1.f;
+};
+
+}  // namespace diffrt::dg

@@ -1,0 +1,41 @@
+// The CPU Session of a DiffusionGemma model (implements diffrt/session.h). Exposed inside the core
+// for the bindings' debug hooks and allocation test; users go through diffrt::Session.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "core/arena.h"
+#include "diffrt/session.h"
+#include "models/diffusion_gemma.h"
+
+namespace diffrt {
+
+class CpuSession final : public Session {
+ public:
+  CpuSession(std::shared_ptr<const dg::DiffusionGemma> model, int batch, int max_context);
+
+  int batch() const override { return batch_; }
+  int max_context() const override { return max_context_; }
+  int n_cached(int row) const override;
+  void encode(const int32_t* ids, int n_rows, int T, const int* rows = nullptr) override;
+  const float* denoise(const int32_t* canvas, const float* self_cond) override;
+  void reset() override;
+  void reset_row(int row) override;
+
+  const dg::DiffusionGemma& model() const { return *model_; }
+  void set_debug_hook(dg::DebugHook hook) { hook_ = std::move(hook); }
+  size_t arena_bytes() const { return arena_.bytes(); }
+
+ private:
+  std::shared_ptr<const dg::DiffusionGemma> model_;
+  int batch_, max_context_;
+  Arena arena_;
+  dg::Workspace ws_;
+  dg::KVCache cache_;
+  float* rope_cos_[2] = {nullptr, nullptr};  // [0]: full layers, [1]: sliding layers
+  float* rope_sin_[2] = {nullptr, nullptr};
+  int32_t* chunk_ids_ = nullptr;             // [batch * L] one encode chunk
+  dg::DebugHook hook_;
+};
+
+}  // namespace diffrt

@@ -1,0 +1,224 @@
+// The generation loop of spec §10.2: prefill, then per canvas a random start, up to N denoising
+// steps (sample, accept, renoise, adaptive stop), commit of the last argmax, EOS -> pad rewrite.
+#include "diffrt/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+#include "diffrt/error.h"
+#include "format/gguf_names.h"
+#include "core/thread_pool.h"
+
+namespace diffrt {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+[[noreturn]] void bad(const std::string& what) { throw InvalidArgument(what); }
+
+// Everything checked before any compute; returns the number of canvases.
+int check_inputs(const Session& S, const ModelConfig& cfg, const std::vector<std::vector<int32_t>>& prompts,
+                 const SamplerParams& p, const Tape& tape) {
+  p.validate();
+  const int B = int(prompts.size()), L = cfg.canvas_length, V = cfg.n_vocab;
+  if (B < 1) bad("generate: no prompts");
+  if (B != S.batch())
+    bad("generate: " + std::to_string(B) + " prompts for a session of batch " + std::to_string(S.batch()));
+  if (L < 1 || L > 65535) bad("generate: unsupported canvas_length " + std::to_string(L));
+  const int n_canvas = (p.max_new_tokens + L - 1) / L;
+  size_t p_max = 0;
+  for (int r = 0; r < B; ++r) {
+    const auto& ids = prompts[r];
+    if (ids.empty()) bad("generate: prompt " + std::to_string(r) + " is empty");
+    for (int32_t id : ids)
+      if (id < 0 || id >= V)
+        bad("generate: prompt " + std::to_string(r) + " has token id " + std::to_string(id) +
+            " outside the vocabulary [0, " + std::to_string(V) + ")");
+    p_max = std::max(p_max, ids.size());
+  }
+  const int64_t need = int64_t(p_max) + int64_t(n_canvas) * L;
+  const int64_t limit = cfg.context_length > 0 ? std::min<int64_t>(cfg.context_length, S.max_context())
+                                               : S.max_context();
+  if (need > limit)
+    bad("generate: prompt of " + std::to_string(p_max) + " tokens + " + std::to_string(n_canvas) + " canvas(es) of " +
+        std::to_string(L) + " = " + std::to_string(need) + " positions does not fit the context of " +
+        std::to_string(limit));
+  if (tape.active()) {
+    if (!tape.samples || !tape.renoise) bad("generate: a tape needs init, samples and renoise");
+    if (tape.n_init < 1) bad("generate: tape has no initial canvas");
+    for (int64_t i = 0; i < int64_t(tape.n_init) * B * L; ++i)
+      if (tape.init[i] < 0 || tape.init[i] >= V) bad("generate: tape init has an id outside the vocabulary");
+    for (int64_t i = 0; i < int64_t(tape.n_steps) * B * L; ++i)
+      if (tape.samples[i] < 0 || tape.samples[i] >= V || tape.renoise[i] < 0 || tape.renoise[i] >= V)
+        bad("generate: tape samples/renoise have an id outside the vocabulary");
+  }
+  return n_canvas;
+}
+
+}  // namespace
+
+bool default_self_cond_bf16(const Model& model) {
+  const TensorInfo* t = model.file().find_tensor(names::TENSOR_TOKEN_EMBD);
+  return t && t->type == GGMLType::BF16;
+}
+
+GenerateResult generate(Session& S, const Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                        const SamplerParams& p, const GenerateOptions& opt) {
+  const ModelConfig& cfg = model.config();
+  const Tape& tape = opt.tape;
+  const int n_canvas = check_inputs(S, cfg, prompts, p, tape);
+  const auto t_start = Clock::now();
+  const int B = int(prompts.size()), L = cfg.canvas_length, V = cfg.n_vocab, N = p.steps;
+  const int BL = B * L;
+  const bool adaptive = p.adaptive_stopping();
+  const int s_hist = adaptive ? std::max(0, p.stability_threshold) : 0;
+  const float conf = float(p.confidence_threshold);
+
+  // ---- every buffer the loop needs, allocated once ----
+  std::vector<int32_t> canvas(BL), amax(BL), new_amax(BL), sampled(BL), commit(BL), history(size_t(s_hist) * BL);
+  std::vector<uint8_t> accepted(BL), finished(B), finished_seq(B), done(B);
+  std::vector<float> H(BL), mean_H(B), sc(size_t(BL) * V);
+  std::vector<int> order(BL);
+  GenerateResult res;
+  res.tokens.assign(B, {});
+  for (auto& t : res.tokens) t.reserve(size_t(n_canvas) * L);
+  res.decoder_passes.assign(B, 0);
+  res.steps.reserve(n_canvas);
+  ThreadPool pool(opt.threads);
+
+  int64_t g = 0;  // executed steps so far (tape index)
+  float T = 1.0f;
+  int c = 0, k = 0;
+  const float* logits = nullptr;
+  auto position_job = [&](int i, int /*thread*/) {
+    const int r = i / L, pos = i % L;
+    if (finished[r]) return;  // frozen rows keep argmax, canvas and self-conditioning
+    float* pl = &sc[size_t(i) * V];
+    SampleStream ss{p.seed, c, k, r, pos};
+    TokenStats st = token_stats(logits + size_t(i) * V, T, pl, V, tape.active() ? nullptr : &ss);
+    if (opt.self_cond_bf16) round_to_bf16(pl, V);
+    new_amax[i] = st.argmax;
+    H[i] = st.entropy;
+    sampled[i] = tape.active() ? tape.samples[g * BL + i] : st.sample;
+  };
+
+  S.reset();
+  auto t0 = Clock::now();
+  for (int r = 0; r < B; ++r) S.encode(prompts[r].data(), 1, int(prompts[r].size()), &r);
+  res.prefill_s = since(t0);
+
+  for (c = 0; c < n_canvas; ++c) {
+    if (c > 0) {  // the previous commit enters the cache only now (the last one never does)
+      t0 = Clock::now();
+      S.encode(commit.data(), B, L, nullptr);
+      res.encode_s += since(t0);
+    }
+    if (tape.active()) {
+      if (c >= tape.n_init) bad("generate: tape has " + std::to_string(tape.n_init) + " initial canvases, canvas " +
+                                std::to_string(c) + " needs one more");
+      std::copy(tape.init + int64_t(c) * BL, tape.init + int64_t(c + 1) * BL, canvas.begin());
+    } else {
+      for (int i = 0; i < BL; ++i) canvas[i] = rng_randint(p.seed, c, 0, DrawPurpose::Init, i / L, i % L, V);
+    }
+    amax = canvas;
+    std::fill(finished.begin(), finished.end(), 0);
+    std::fill(history.begin(), history.end(), -1);
+    bool have_sc = false;
+    int executed = 0;
+    for (k = 0; k < N; ++k) {
+      const int cur_step = N - k;
+      if (tape.active() && g >= tape.n_steps)
+        bad("generate: tape has " + std::to_string(tape.n_steps) + " steps, the run needs more");
+      for (int r = 0; r < B; ++r) res.decoder_passes[r] += !(finished[r] || finished_seq[r]);
+
+      t0 = Clock::now();
+      logits = S.denoise(canvas.data(), have_sc ? sc.data() : nullptr);
+      res.denoise_s += since(t0);
+
+      t0 = Clock::now();
+      T = temperature(p.t_min, p.t_max, cur_step, N);
+      pool.parallel_for(BL, position_job);
+      for (int r = 0; r < B; ++r) {
+        if (finished[r]) continue;
+        const int o = r * L;
+        accept_by_entropy(&H[o], L, p.entropy_bound, &accepted[o], &order[o]);
+        double sum = 0;
+        for (int j = 0; j < L; ++j) {
+          const int i = o + j;
+          const int32_t noise = tape.active() ? tape.renoise[g * BL + i]
+                                              : rng_randint(p.seed, c, k, DrawPurpose::Renoise, r, j, V);
+          canvas[i] = accepted[i] ? sampled[i] : noise;
+          sum += H[i];
+        }
+        mean_H[r] = float(sum / L);
+        if (adaptive) {
+          bool stable = true;
+          for (int h = 0; h < s_hist && stable; ++h)
+            stable = std::equal(&new_amax[o], &new_amax[o] + L, &history[(size_t(h) * B + r) * L]);
+          for (int h = 0; h + 1 < s_hist; ++h)  // roll: oldest out, this step's argmax in last
+            std::copy_n(&history[(size_t(h + 1) * B + r) * L], L, &history[(size_t(h) * B + r) * L]);
+          if (s_hist > 0) std::copy_n(&new_amax[o], L, &history[(size_t(s_hist - 1) * B + r) * L]);
+          if (stable && mean_H[r] < conf) finished[r] = 1;
+        }
+        std::copy_n(&new_amax[o], L, &amax[o]);
+      }
+      have_sc = true;
+      ++g;
+      ++executed;
+      res.sampler_s += since(t0);
+
+      if (opt.on_step) {
+        StepEvent ev{c, k, cur_step, T, B, L, amax.data(), accepted.data(), finished.data(), mean_H.data()};
+        if (!opt.on_step(ev)) {
+          res.cancelled = true;
+          break;
+        }
+      }
+      if (std::all_of(finished.begin(), finished.end(), [](uint8_t f) { return f != 0; })) break;
+    }
+    res.steps.push_back(executed);
+    if (res.cancelled) break;
+
+    // ---- commit the last argmax; EOS -> pad ----
+    commit = amax;
+    bool any_end = false, any_done = false;
+    for (int r = 0; r < B; ++r) {
+      done[r] = 0;
+      for (int j = 0; j < L && !done[r]; ++j)
+        done[r] = std::find(p.eos_ids.begin(), p.eos_ids.end(), commit[r * L + j]) != p.eos_ids.end();
+      any_done |= done[r] != 0;
+      any_end |= (done[r] || finished_seq[r]);
+    }
+    if (p.pad_id >= 0 && any_end) {
+      for (int r = 0; r < B; ++r) {
+        int32_t* row = &commit[r * L];
+        if (finished_seq[r]) {
+          std::fill(row, row + L, p.pad_id);
+        } else if (done[r] && any_done) {  // keep the first EOS, pad everything after it
+          int j = 0;
+          while (std::find(p.eos_ids.begin(), p.eos_ids.end(), row[j]) == p.eos_ids.end()) ++j;
+          std::fill(row + j + 1, row + L, p.pad_id);
+        }
+      }
+    }
+    for (int r = 0; r < B; ++r) {
+      finished_seq[r] |= done[r];
+      res.tokens[r].insert(res.tokens[r].end(), &commit[r * L], &commit[r * L] + L);
+    }
+    if (opt.on_canvas) {
+      CanvasEvent ev{c, B, L, commit.data(), finished_seq.data(), executed};
+      if (!opt.on_canvas(ev)) {
+        res.cancelled = true;
+        break;
+      }
+    }
+    if (std::all_of(finished_seq.begin(), finished_seq.end(), [](uint8_t f) { return f != 0; })) break;
+  }
+  res.total_s = since(t_start);
+  return res;
+}
+
+}  // namespace diffrt

@@ -1,0 +1,150 @@
+// CPU Session: allocates the KV cache and every activation buffer at creation (one arena), then
+// runs encoder chunks and denoising steps on them without allocating.
+#include <algorithm>
+#include <string>
+
+#include "diffrt/error.h"
+#include "runtime/cpu_session.h"
+
+namespace diffrt {
+
+std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& opt) {
+  return dg::DiffusionGemma::open(path, opt);
+}
+
+std::unique_ptr<Session> Session::create(std::shared_ptr<const Model> model, int batch, int max_context) {
+  auto dgm = std::dynamic_pointer_cast<const dg::DiffusionGemma>(model);
+  if (!dgm) throw InvalidArgument("Session::create: not a DiffusionGemma model");
+  return std::make_unique<CpuSession>(std::move(dgm), batch, max_context);
+}
+
+CpuSession::CpuSession(std::shared_ptr<const dg::DiffusionGemma> model, int batch, int max_context)
+    : model_(std::move(model)), batch_(batch), max_context_(max_context) {
+  const ModelConfig& c = model_->config();
+  const int L = c.canvas_length;
+  if (batch < 1) throw InvalidArgument("session batch must be >= 1, got " + std::to_string(batch));
+  if (max_context < L)
+    throw InvalidArgument("max_context " + std::to_string(max_context) + " is smaller than one canvas (" +
+                          std::to_string(L) + " tokens)");
+  const int64_t Mt = int64_t(batch) * L;
+  const int H = c.n_embd, V = c.n_vocab, I = c.n_ff, E = c.n_expert, K = c.n_expert_used, Ie = c.n_ff_exp;
+  const int qw = model_->max_q_width(), kvw = model_->max_kv_width();
+  const int W = c.sliding_window;
+  const int max_keys = std::max(max_context, W - 1 + L);
+  const int threads = model_->pool().size();
+  const auto& layers = model_->layers();
+
+  cache_.batch = batch;
+  cache_.max_context = max_context;
+  cache_.n_cached.assign(size_t(batch), 0);
+  cache_.cap.resize(layers.size());
+  cache_.k.resize(layers.size());
+  cache_.v.resize(layers.size());
+  for (size_t il = 0; il < layers.size(); ++il) cache_.cap[il] = layers[il].sliding ? W - 1 + L : max_context;
+
+  int hd_of[2] = {0, 0};  // head dim per layer kind: [0] full, [1] sliding
+  for (const auto& l : layers) hd_of[l.sliding ? 1 : 0] = l.head_dim;
+
+  arena_.layout([&](Arena& a) {
+    dg::Workspace& w = ws_;
+    w.max_tokens = int(Mt);
+    w.x = a.take<float>(Mt * H);
+    w.xn = a.take<float>(Mt * H);
+    w.q = a.take<float>(Mt * qw);
+    w.k = a.take<float>(Mt * kvw);
+    w.v = a.take<float>(Mt * kvw);
+    w.attn = a.take<float>(Mt * qw);
+    w.h = a.take<float>(Mt * H);
+    w.g = a.take<float>(Mt * I);
+    w.u = a.take<float>(Mt * I);
+    w.h1 = a.take<float>(Mt * H);
+    w.h2 = a.take<float>(Mt * H);
+    w.z = a.take<float>(Mt * H);
+    w.scores = a.take<float>(Mt * E);
+    w.w_topk = a.take<float>(Mt * K);
+    w.idx_topk = a.take<int32_t>(Mt * K);
+    w.pos = a.take<int32_t>(Mt);
+    w.moe.slot_of = a.take<int32_t>(Mt * K);
+    w.moe.count = a.take<int32_t>(E + 1);
+    w.moe.xg = a.take<float>(Mt * K * H);
+    w.moe.hg = a.take<float>(Mt * K * 2 * Ie);
+    w.moe.yg = a.take<float>(Mt * K * H);
+    w.att_scratch_per_thread = kernels::attention_scratch_floats(max_keys);
+    w.att_scratch = a.take<float>(size_t(threads) * w.att_scratch_per_thread);
+    w.probs = a.take<float>(Mt * V);
+    w.logits = a.take<float>(Mt * V);
+    for (size_t il = 0; il < layers.size(); ++il) {
+      const size_t n = size_t(batch) * cache_.row_stride(int(il), layers[il]);
+      cache_.k[il] = a.take<float>(n);
+      cache_.v[il] = a.take<float>(n);
+    }
+    for (int kind = 0; kind < 2; ++kind) {
+      rope_cos_[kind] = a.take<float>(size_t(max_context) * hd_of[kind] / 2);
+      rope_sin_[kind] = a.take<float>(size_t(max_context) * hd_of[kind] / 2);
+    }
+    chunk_ids_ = a.take<int32_t>(Mt);
+  });
+  for (int kind = 0; kind < 2; ++kind)
+    if (hd_of[kind]) model_->rope_tables(kind == 1, max_context, rope_cos_[kind], rope_sin_[kind]);
+}
+
+int CpuSession::n_cached(int row) const {
+  if (row < 0 || row >= batch_) throw InvalidArgument("row " + std::to_string(row) + " out of range [0, " +
+                                                      std::to_string(batch_) + ")");
+  return cache_.n_cached[row];
+}
+
+void CpuSession::encode(const int32_t* ids, int n_rows, int T, const int* rows) {
+  const ModelConfig& c = model_->config();
+  const int L = c.canvas_length, V = c.n_vocab;
+  if (n_rows < 1 || n_rows > batch_)
+    throw InvalidArgument("encode: " + std::to_string(n_rows) + " rows for a session of batch " + std::to_string(batch_));
+  if (T < 0) throw InvalidArgument("encode: negative token count");
+  if (T == 0) return;
+  std::vector<uint8_t> seen(size_t(batch_), 0);  // validation happens before any compute
+  for (int r = 0; r < n_rows; ++r) {
+    const int row = rows ? rows[r] : r;
+    if (row < 0 || row >= batch_) throw InvalidArgument("encode: row " + std::to_string(row) + " out of range");
+    if (seen[row]++) throw InvalidArgument("encode: row " + std::to_string(row) + " given twice");
+    if (int64_t(cache_.n_cached[row]) + T > max_context_)
+      throw InvalidArgument("encode: row " + std::to_string(row) + " would hold " +
+                            std::to_string(cache_.n_cached[row] + int64_t(T)) + " tokens, beyond max_context " +
+                            std::to_string(max_context_));
+  }
+  for (int64_t i = 0; i < int64_t(n_rows) * T; ++i)
+    if (ids[i] < 0 || ids[i] >= V)
+      throw InvalidArgument("encode: token id " + std::to_string(ids[i]) + " out of range [0, " + std::to_string(V) + ")");
+  const dg::DebugHook* hook = hook_ ? &hook_ : nullptr;
+  // Chunks of at most L tokens: the workspace holds batch x L tokens, and a causal pass over
+  // consecutive chunks equals one pass over the whole sequence.
+  for (int t0 = 0; t0 < T; t0 += L) {
+    const int S = std::min(L, T - t0);
+    for (int r = 0; r < n_rows; ++r) std::copy(ids + int64_t(r) * T + t0, ids + int64_t(r) * T + t0 + S, chunk_ids_ + r * S);
+    model_->encode(ws_, cache_, rope_cos_, rope_sin_, chunk_ids_, rows, n_rows, S, hook);
+  }
+}
+
+const float* CpuSession::denoise(const int32_t* canvas, const float* self_cond) {
+  const ModelConfig& c = model_->config();
+  const int L = c.canvas_length, V = c.n_vocab;
+  for (int r = 0; r < batch_; ++r)
+    if (int64_t(cache_.n_cached[r]) + L > max_context_)
+      throw InvalidArgument("denoise: row " + std::to_string(r) + " has " + std::to_string(cache_.n_cached[r]) +
+                            " cached tokens; a canvas of " + std::to_string(L) + " would exceed max_context " +
+                            std::to_string(max_context_));
+  for (int64_t i = 0; i < int64_t(batch_) * L; ++i)
+    if (canvas[i] < 0 || canvas[i] >= V)
+      throw InvalidArgument("denoise: canvas id " + std::to_string(canvas[i]) + " out of range [0, " +
+                            std::to_string(V) + ")");
+  model_->denoise(ws_, cache_, rope_cos_, rope_sin_, canvas, self_cond, hook_ ? &hook_ : nullptr);
+  return ws_.logits;
+}
+
+void CpuSession::reset() { std::fill(cache_.n_cached.begin(), cache_.n_cached.end(), 0); }
+
+void CpuSession::reset_row(int row) {
+  n_cached(row);  // range check
+  cache_.n_cached[row] = 0;
+}
+
+}  // namespace diffrt

@@ -1,0 +1,195 @@
+// diffrt._core.Model / _core.Session: the CPU engine (load, encode, denoise) for Python, plus
+// _core.cpu_info(), _core._debug_alloc_count() and the _core._kernels test bindings.
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <diffrt/error.h>
+
+#include "bindings.h"
+#include "core/alloc_counter.h"
+#include "core/cpu_features.h"
+#include "model.h"
+#include "runtime/cpu_session.h"
+
+namespace {
+
+using IdArray = nb::ndarray<const int32_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using F32Array3 = nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::device::cpu>;
+
+template <class T>
+nb::ndarray<nb::numpy, T> owned_array(std::vector<size_t> shape) {
+  size_t n = 1;
+  for (size_t s : shape) n *= s;
+  T* data = new T[n];
+  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+  return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.data(), owner);
+}
+
+nb::dict config_dict(const diffrt::ModelConfig& c) {
+  nb::dict d;
+  d["n_layer"] = c.n_layer;
+  d["n_embd"] = c.n_embd;
+  d["n_ff"] = c.n_ff;
+  d["n_head"] = c.n_head;
+  d["n_vocab"] = c.n_vocab;
+  d["n_expert"] = c.n_expert;
+  d["n_expert_used"] = c.n_expert_used;
+  d["n_ff_exp"] = c.n_ff_exp;
+  d["canvas_length"] = c.canvas_length;
+  d["sliding_window"] = c.sliding_window;
+  d["context_length"] = c.context_length;
+  d["rms_eps"] = c.rms_eps;
+  d["final_logit_softcapping"] = c.final_logit_softcapping;
+  d["is_sliding"] = std::vector<bool>(c.is_sliding.begin(), c.is_sliding.end());
+  d["head_dim"] = c.head_dim;
+  d["n_kv_head"] = c.n_kv_head;
+  d["rope_base"] = c.rope_base;
+  d["rope_base_swa"] = c.rope_base_swa;
+  d["rope_partial"] = c.rope_partial;
+  d["rope_partial_swa"] = c.rope_partial_swa;
+  d["rope_type"] = c.rope_type;
+  d["rope_type_swa"] = c.rope_type_swa;
+  d["bidirectional"] = c.bidirectional;
+  nb::dict s;
+  s["max_steps"] = c.sampler.max_steps;
+  s["t_min"] = c.sampler.t_min;
+  s["t_max"] = c.sampler.t_max;
+  s["entropy_bound"] = c.sampler.entropy_bound;
+  s["stability_threshold"] = c.sampler.stability_threshold;
+  s["confidence_threshold"] = c.sampler.confidence_threshold;
+  s["max_new_tokens"] = c.sampler.max_new_tokens;
+  s["eos_ids"] = c.sampler.eos_ids;
+  s["pad_id"] = c.sampler.pad_id;
+  d["sampler"] = s;
+  return d;
+}
+
+diffrt::CpuSession& cpu(PySession& s) { return static_cast<diffrt::CpuSession&>(*s.session); }
+
+}  // namespace
+
+void register_kernels(nb::module_& m);
+
+void register_model(nb::module_& m) {
+  m.def("cpu_info", [] {
+    nb::dict d;
+    d["features"] = diffrt::cpu_features().describe();
+    d["best_path"] = diffrt::cpu_path_name(diffrt::best_cpu_path());
+    d["path"] = diffrt::cpu_path_name(diffrt::cpu_path());
+    return d;
+  }, "CPU features found at run time, the best kernel path and the one in use (DIFFRT_CPU_PATH).");
+  m.def("_debug_alloc_count", [] { return diffrt::alloc_count(); },
+        "Number of global operator new calls in this process so far.");
+
+  nb::class_<PyModel>(m, "Model")
+      .def_static(
+          "load",
+          [](const std::string& path, int threads, const std::string& compute_type) {
+            diffrt::LoadOptions opt;
+            opt.threads = threads;
+            opt.compute_type = compute_type;
+            PyModel pm;
+            {
+              nb::gil_scoped_release nogil;
+              pm.model = diffrt::Model::load(path, opt);
+            }
+            return pm;
+          },
+          nb::arg("path"), nb::arg("threads") = 0, nb::arg("compute_type") = "auto")
+      .def("config", [](const PyModel& m) { return config_dict(m.model->config()); })
+      .def_prop_ro("threads", [](const PyModel& m) {
+        return static_cast<const diffrt::dg::DiffusionGemma&>(*m.model).pool().size();
+      });
+
+  nb::class_<PySession>(m, "Session")
+      .def(
+          "__init__",
+          [](PySession* self, const PyModel& m, int batch, int max_context) {
+            new (self) PySession();
+            self->model = m.model;
+            nb::gil_scoped_release nogil;
+            self->session = diffrt::Session::create(m.model, batch, max_context);
+          },
+          nb::arg("model"), nb::arg("batch"), nb::arg("max_context"))
+      .def_prop_ro("batch", [](const PySession& s) { return s.session->batch(); })
+      .def_prop_ro("max_context", [](const PySession& s) { return s.session->max_context(); })
+      .def("n_cached", [](const PySession& s, int row) { return s.session->n_cached(row); }, nb::arg("row") = 0)
+      .def("reset", [](PySession& s) { s.session->reset(); })
+      .def("reset_row", [](PySession& s, int row) { s.session->reset_row(row); })
+      .def(
+          "encode",
+          [](PySession& s, IdArray ids, std::vector<int> rows) {
+            const int n_rows = int(ids.shape(0)), T = int(ids.shape(1));
+            if (!rows.empty() && int(rows.size()) != n_rows)
+              throw diffrt::InvalidArgument("encode: " + std::to_string(rows.size()) + " row indices for " +
+                                            std::to_string(n_rows) + " rows of ids");
+            nb::gil_scoped_release nogil;
+            s.session->encode(ids.data(), n_rows, T, rows.empty() ? nullptr : rows.data());
+          },
+          nb::arg("ids"), nb::arg("rows") = std::vector<int>{})
+      .def(
+          "denoise",
+          [](PySession& s, IdArray canvas, std::optional<F32Array3> self_cond) {
+            const auto& c = s.model->config();
+            const size_t B = size_t(s.session->batch()), L = size_t(c.canvas_length), V = size_t(c.n_vocab);
+            if (canvas.shape(0) != B || canvas.shape(1) != L)
+              throw diffrt::InvalidArgument("denoise: canvas must be [" + std::to_string(B) + ", " +
+                                            std::to_string(L) + "]");
+            if (self_cond && (self_cond->shape(0) != B || self_cond->shape(1) != L || self_cond->shape(2) != V))
+              throw diffrt::InvalidArgument("denoise: self_cond_logits must be [" + std::to_string(B) + ", " +
+                                            std::to_string(L) + ", " + std::to_string(V) + "]");
+            auto out = owned_array<float>({B, L, V});
+            {
+              nb::gil_scoped_release nogil;
+              const float* logits = s.session->denoise(canvas.data(), self_cond ? self_cond->data() : nullptr);
+              std::memcpy(out.data(), logits, sizeof(float) * B * L * V);
+            }
+            return out;
+          },
+          nb::arg("canvas"), nb::arg("self_cond").none() = nb::none())
+      .def(
+          "_debug_denoise_allocs",
+          [](PySession& s, IdArray canvas, int n) {
+            // Runs n denoising steps in C++ and returns the operator-new calls they made.
+            const size_t B = size_t(s.session->batch()), L = size_t(s.model->config().canvas_length);
+            if (canvas.shape(0) != B || canvas.shape(1) != L) throw diffrt::InvalidArgument("canvas shape");
+            nb::gil_scoped_release nogil;
+            uint64_t before = diffrt::alloc_count();
+            for (int i = 0; i < n; ++i) s.session->denoise(canvas.data(), nullptr);
+            return diffrt::alloc_count() - before;
+          },
+          nb::arg("canvas"), nb::arg("n"))
+      .def(
+          "_capture",
+          [](PySession& s, bool on) {
+            if (!on) {
+              cpu(s).set_debug_hook(nullptr);
+              return;
+            }
+            s.dumps = std::make_shared<std::map<std::string, std::vector<float>>>();
+            auto store = s.dumps;
+            cpu(s).set_debug_hook([store](const std::string& name, const float* d, int64_t rows, int64_t cols) {
+              (*store)[name].assign(d, d + rows * cols);
+            });
+          },
+          nb::arg("on"), "Capture per-layer outputs of the following passes (read them with _dumps()).")
+      .def("_dumps", [](PySession& s) {
+        nb::dict d;
+        if (!s.dumps) return d;
+        for (auto& [name, v] : *s.dumps) {
+          auto a = owned_array<float>({v.size()});
+          std::memcpy(a.data(), v.data(), v.size() * sizeof(float));
+          d[name.c_str()] = a;
+        }
+        return d;
+      });
+
+  register_kernels(m);
+}

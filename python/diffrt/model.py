@@ -1,0 +1,89 @@
+"""Loading a diffrt model file (GGUF) into a `Model`.
+
+For now a Model is the validated, memory-mapped file: metadata and zero-copy tensor views. The
+engine (weights repacked for compute, sessions) extends this class.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError
+from .gguf_names import ARCH, KEYS
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the file. `shape` is in numpy order (ggml's ne reversed)."""
+
+    name: str
+    type: str  # ggml type name: "F32", "F16", "BF16", "Q8_0", ...
+    shape: tuple
+    nbytes: int
+    offset: int  # absolute byte offset in the file
+    _file: object  # diffrt._core.GGUFFile
+
+    def raw(self) -> np.ndarray:
+        """Read-only view of the mapped bytes (uint8 blocks for quantised types)."""
+        return self._file.tensor_data(self.name)
+
+    def numpy(self) -> np.ndarray:
+        """The values: a read-only view for F32/F16/BF16 (ml_dtypes.bfloat16), a float32 copy for Q8_0."""
+        data = self._file.tensor_data(self.name)
+        if self.type == "BF16":
+            import ml_dtypes
+
+            return data.view(ml_dtypes.bfloat16)
+        if self.type == "Q8_0":
+            return _dequantize_q8_0(data, self.shape)
+        if self.type in ("F32", "F16"):
+            return data
+        raise ConfigError(f"tensor '{self.name}': diffrt cannot decode ggml type {self.type}")
+
+
+def _dequantize_q8_0(blocks: np.ndarray, shape: tuple) -> np.ndarray:
+    # A Q8_0 block is an f16 scale followed by 32 int8 values.
+    b = blocks.reshape(-1, 34)
+    scale = b[:, :2].copy().view(np.float16).astype(np.float32)
+    q = b[:, 2:].view(np.int8).astype(np.float32)
+    return (q * scale).reshape(shape)
+
+
+class Model:
+    """A diffrt model file opened for reading. Use `diffrt.load(path)`."""
+
+    def __init__(self, path, device: str = "cpu", threads: int | None = None):
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such model file")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path}: is a directory, expected a .gguf model file")
+        # Imported here so that `import diffrt` (names, converter) works without the extension built.
+        from . import _core
+
+        self.path = path
+        self.device = device
+        self.threads = threads
+        self._file = _core.GGUFFile(path)
+        self.metadata = self._file.metadata()
+        self.architecture = self.metadata.get(KEYS["ARCHITECTURE"])
+        if self.architecture != ARCH:
+            raise ConfigError(
+                f"{path}: architecture {self.architecture!r} is not supported; diffrt runs: {ARCH}"
+            )
+        self.tensors = {
+            name: TensorInfo(name, type_name, tuple(shape), nbytes, offset, self._file)
+            for name, type_name, shape, nbytes, offset in self._file.tensor_infos()
+        }
+
+    def __repr__(self) -> str:
+        return f"Model({self.path!r}, architecture={self.architecture!r}, tensors={len(self.tensors)})"
+
+
+def load(path, device: str = "cpu", threads: int | None = None) -> Model:
+    """Open a diffrt GGUF model file (memory-mapped, validated). Raises FileNotFoundError,
+    diffrt.FormatError (corrupt/foreign file) or diffrt.ConfigError (unsupported architecture)."""
+    return Model(path, device=device, threads=threads)

@@ -1,0 +1,187 @@
+"""GPU benchmark of a full-size-shaped DiffusionGemma (random weights made on the device).
+
+Measures, on one card, in one process run:
+  - the card's ceilings: device-to-device copy bandwidth and a large bf16 matrix product;
+  - the transformers 5.23.0 reference (bf16, sdpa attention, grouped_mm experts): per-denoising-step
+    time at batch 1 and 4, taken as the difference of two generate() runs with different step counts
+    (so the prefill and the commit cancel out; the sampler is included, stopping is off);
+  - the HBM floor of one step: the bytes a step must read (every text weight, the tied embedding twice:
+    self-conditioning product and LM head, plus the KV cache) over the measured copy bandwidth.
+diffrt's own CUDA engine is added to the same table once it exists (device="cuda").
+
+Usage: python tools/bench_gpu.py [--size full|small] [--out FILE.json] [--device cuda]
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import torch
+
+FULL = dict(hidden_size=2816, intermediate_size=2112, num_hidden_layers=30, num_attention_heads=16,
+            num_key_value_heads=8, head_dim=256, global_head_dim=512, num_global_key_value_heads=2,
+            num_experts=128, top_k_experts=8, moe_intermediate_size=704, sliding_window=1024,
+            vocab_size=262144, max_position_embeddings=262144)
+SMALL = dict(hidden_size=512, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=128, global_head_dim=256, num_global_key_value_heads=1,
+             num_experts=16, top_k_experts=4, moe_intermediate_size=256, sliding_window=128,
+             vocab_size=32768, max_position_embeddings=8192)
+TINY_VISION = dict(model_type="gemma4_vision", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                   num_attention_heads=2, num_key_value_heads=2, head_dim=16, patch_size=4,
+                   pooling_kernel_size=2, position_embedding_size=64)
+
+
+def sync(dev):
+    if dev.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, dev, reps=3):
+    """Median wall time of fn() in seconds (synchronised: each call is a whole generate())."""
+    ts = []
+    for _ in range(reps):
+        sync(dev)
+        t0 = time.perf_counter()
+        fn()
+        sync(dev)
+        ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def ceilings(dev):
+    out = {}
+    if not dev.startswith("cuda"):
+        return out
+    n = 1 << 30  # 1 Gi bf16 elements = 2 GiB per buffer, well past L2
+    a = torch.randn(n, device=dev, dtype=torch.bfloat16)
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    t = timed(lambda: [b.copy_(a) for _ in range(10)], dev) / 10
+    out["copy_GBps"] = 2 * a.numel() * 2 / t / 1e9  # bytes read + written
+    del a, b
+    m = 8192
+    x = torch.randn(m, m, device=dev, dtype=torch.bfloat16)
+    y = torch.randn(m, m, device=dev, dtype=torch.bfloat16)
+    for _ in range(3):
+        x @ y
+    t = timed(lambda: [x @ y for _ in range(10)], dev) / 10
+    out["bf16_matmul_TFLOPs"] = 2 * m**3 / t / 1e12
+    del x, y
+    torch.cuda.empty_cache()
+    return out
+
+
+def build_model(size, dev, dtype):
+    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+
+    text = dict(FULL if size == "full" else SMALL)
+    cfg = DiffusionGemmaConfig(text_config=text, vision_config=TINY_VISION, canvas_length=256)
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(dev):
+            model = DiffusionGemmaForBlockDiffusion(cfg)
+    finally:
+        torch.set_default_dtype(old)
+    return model.eval(), cfg
+
+
+def step_bytes(model, cfg, batch, prompt_len):
+    """Bytes one denoising step must read: text weights once, the tied embedding a second time
+    (self-conditioning product and LM head both read it), and the prefix KV cache."""
+    seen, weights = set(), 0
+    for name, p in model.named_parameters():
+        if "vision" in name or "embed_vision" in name or p.data_ptr() in seen:
+            continue
+        seen.add(p.data_ptr())
+        weights += p.numel() * p.element_size()
+    tc = cfg.text_config
+    emb = tc.vocab_size * tc.hidden_size * 2
+    kv = 0
+    for i, lt in enumerate(tc.layer_types):
+        plc = tc.per_layer_config[i] if hasattr(tc, "per_layer_config") else tc
+        hd, nkv = plc.head_dim, plc.num_key_value_heads
+        t = prompt_len if lt == "full_attention" else min(prompt_len, tc.sliding_window - 1)
+        kv += 2 * batch * nkv * t * hd * 2
+    return weights, weights + emb + kv
+
+
+def reference_step_time(model, cfg, dev, batch, prompt_len, n_lo=4, n_hi=16):
+    V = cfg.text_config.vocab_size
+    g = torch.Generator(device="cpu").manual_seed(1)
+    ids = torch.randint(5, V, (batch, prompt_len), generator=g).to(dev)
+    kw = dict(max_new_tokens=cfg.canvas_length, confidence_threshold=1e-30, stability_threshold=1,
+              eos_token_id=None, pad_token_id=None)
+
+    def run(n):
+        with torch.inference_mode():
+            model.generate(ids, max_denoising_steps=n, **kw)
+
+    run(2)  # warm-up: kernels, allocator, cache shapes
+    t_lo = timed(lambda: run(n_lo), dev)
+    t_hi = timed(lambda: run(n_hi), dev)
+    return (t_hi - t_lo) / (n_hi - n_lo), t_lo
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", choices=["full", "small"], default="full")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--prompt-len", type=int, default=256)
+    ap.add_argument("--batches", default="1,4")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    dev = args.device
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("no CUDA device")
+    res = {"size": args.size, "device": dev, "torch": torch.__version__}
+    if dev.startswith("cuda"):
+        res["card"] = torch.cuda.get_device_name(0)
+    import transformers
+    res["transformers"] = transformers.__version__
+    res.update(ceilings(dev))
+    print(json.dumps(res), flush=True)
+
+    t0 = time.perf_counter()
+    model, cfg = build_model(args.size, dev, torch.bfloat16)
+    res["build_s"] = time.perf_counter() - t0
+    res["experts_implementation"] = getattr(model.config.text_config, "_experts_implementation", None)
+    res["attn_implementation"] = model.config._attn_implementation
+    rows = []
+    for b in [int(x) for x in args.batches.split(",")]:
+        w, need = step_bytes(model, cfg, b, args.prompt_len)
+        try:
+            step, t_lo = reference_step_time(model, cfg, dev, b, args.prompt_len)
+        except torch.OutOfMemoryError as e:  # report, do not die: the other rows still count
+            rows.append({"batch": b, "error": f"OOM: {e}"[:200]})
+            continue
+        row = {"batch": b, "prompt_len": args.prompt_len, "weights_GB": w / 1e9, "step_bytes_GB": need / 1e9,
+               "ref_bf16_step_ms": step * 1e3, "ref_tokens_per_s_48steps": b * cfg.canvas_length / (48 * step)}
+        if "copy_GBps" in res:
+            floor = need / (res["copy_GBps"] * 1e9 / 2)  # reads only: half the copy's bytes moved per second
+            row["hbm_floor_ms"] = floor * 1e3
+            row["ref_over_floor"] = step / floor
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    res["rows"] = rows
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+    print("\n| card | batch | weights GB | step reads GB | HBM floor ms | transformers bf16 step ms | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {res.get('card', dev)} | {r['batch']} | {r['error']} |")
+            continue
+        print(f"| {res.get('card', dev)} | {r['batch']} | {r['weights_GB']:.1f} | {r['step_bytes_GB']:.1f} | "
+              f"{r.get('hbm_floor_ms', math.nan):.1f} | {r['ref_bf16_step_ms']:.1f} | "
+              f"{r.get('ref_over_floor', math.nan):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
