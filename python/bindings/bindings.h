@@ -7,3 +7,6 @@ namespace nb = nanobind;
 void register_errors(nb::module_& m);
 void register_gguf(nb::module_& m);
 void register_sampler(nb::module_& m);
+void register_model(nb::module_& m);
+void register_generate(nb::module_& m);
+void register_fast_gemm(nb::module_& m);

@@ -5,6 +5,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <string>
@@ -180,6 +181,42 @@ void register_model(nb::module_& m) {
             });
           },
           nb::arg("on"), "Capture per-layer outputs of the following passes (read them with _dumps()).")
+      .def(
+          "_kv",
+          [](PySession& s, int layer, int row) {
+            // The cache entries held for (layer, row): K and V as [kv, n, hd] (n = T, or min(T, W-1)).
+            const auto& cs = cpu(s);
+            const auto& lw = cs.model().layers();
+            if (layer < 0 || layer >= int(lw.size())) throw diffrt::InvalidArgument("layer out of range");
+            const int T = cs.n_cached(row);
+            const auto& L = lw[layer];
+            const auto& c = cs.cache();
+            const int n = L.sliding ? std::min(T, cs.model().config().sliding_window - 1) : T;
+            const size_t kv = size_t(L.n_kv), hd = size_t(L.head_dim);
+            auto k = owned_array<float>({kv, size_t(n), hd});
+            auto v = owned_array<float>({kv, size_t(n), hd});
+            for (size_t j = 0; j < kv; ++j) {
+              const int64_t off = row * c.row_stride(layer, L) + int64_t(j) * c.cap[layer] * hd;
+              std::memcpy(k.data() + j * n * hd, c.k[layer] + off, sizeof(float) * n * hd);
+              std::memcpy(v.data() + j * n * hd, c.v[layer] + off, sizeof(float) * n * hd);
+            }
+            return nb::make_tuple(k, v);
+          },
+          nb::arg("layer"), nb::arg("row") = 0)
+      .def(
+          "_load_kv",
+          [](PySession& s, int layer, int row, int T, F32Array3 k, F32Array3 v) {
+            const auto& lw = cpu(s).model().layers();
+            if (layer < 0 || layer >= int(lw.size())) throw diffrt::InvalidArgument("layer out of range");
+            const auto& L = lw[layer];
+            const size_t n = L.sliding ? size_t(std::min(T, cpu(s).model().config().sliding_window - 1)) : size_t(T);
+            for (const auto* a : {&k, &v})
+              if (a->shape(0) != size_t(L.n_kv) || a->shape(1) != n || a->shape(2) != size_t(L.head_dim))
+                throw diffrt::InvalidArgument("_load_kv: k/v must be [kv, n_held, hd]");
+            cpu(s).load_cache(layer, row, T, k.data(), v.data());
+          },
+          nb::arg("layer"), nb::arg("row"), nb::arg("T"), nb::arg("k"), nb::arg("v"),
+          "Test support: replace the cache of (layer, row) by reference K/V and set its length to T.")
       .def("_dumps", [](PySession& s) {
         nb::dict d;
         if (!s.dumps) return d;

@@ -55,7 +55,7 @@ class StreamEvent:
 def _f32_decimal(x):
     """A value stored as fp32 in the file, read back as the decimal the converter was given
     (0.4000000059604645 -> 0.4): transformers forms t_max - t_min from Python floats in double."""
-    return float(repr(np.float32(x)))
+    return float(str(np.float32(x)))
 
 
 def sampler_defaults(metadata: dict) -> dict:
@@ -215,12 +215,12 @@ class Generator:
             def canvas_cb(ev):
                 return on_canvas(ev)
         out = _core.generate(
-            self.model._core_model(), rows, max_new_tokens=p["max_new_tokens"], steps=p["steps"],
+            core_model(self.model), rows, max_new_tokens=p["max_new_tokens"], steps=p["steps"],
             t_min=p["t_min"], t_max=p["t_max"], entropy_bound=p["entropy_bound"],
             stability_threshold=p["stability_threshold"], confidence_threshold=p["confidence_threshold"],
             eos_ids=p["eos_ids"], pad_id=-1 if p["pad_id"] is None else p["pad_id"], seed=p["seed"],
             tape_init=init, tape_samples=samples, tape_renoise=renoise,
-            threads=int(getattr(self.model, "threads", None) or 0), on_step=step_cb, on_canvas=canvas_cb,
+            threads=0, on_step=step_cb, on_canvas=canvas_cb,
         )
         return self._result(out, p, batched)
 
@@ -318,8 +318,34 @@ class Generator:
             t.join()
 
 
+def core_model(model):
+    """The model's C++ engine (_core.Model): the one the Model object holds, else loaded once
+    from its file and kept on the instance."""
+    from . import _core
+
+    for v in vars(model).values():
+        if isinstance(v, _core.Model):
+            return v
+    eng = _core.Model.load(model.path, threads=int(getattr(model, "threads", None) or 0))
+    model.__dict__["_core_engine"] = eng
+    return eng
+
+
+def _tokenizer_of(model):
+    tok = model.__dict__.get("_tokenizer_cache", False)
+    if tok is False:
+        from .tokenizer import Tokenizer
+
+        tok = Tokenizer(model.metadata, source=model.path) if KEYS["TOKENIZER_HF_JSON"] in model.metadata else None
+        model.__dict__["_tokenizer_cache"] = tok
+    return tok
+
+
 def attach(model_cls):
-    """Adds generate() and stream() to the Model class (called once from model.py)."""
+    """Adds generate(), stream() and (unless it has one) `tokenizer` to the Model class (called
+    once from model.py)."""
+    if not hasattr(model_cls, "tokenizer"):
+        model_cls.tokenizer = property(_tokenizer_of, doc="The file's tokenizer (None if it stores none).")
 
     def _generator(self):
         g = self.__dict__.get("_generator")

@@ -79,11 +79,69 @@ class Model:
             for name, type_name, shape, nbytes, offset in self._file.tensor_infos()
         }
 
+    # --- the engine (owner: engine) ----------------------------------------------------------------
+    # The compute engine is created on first use, so that a Model can also be a plain view of any
+    # diffrt GGUF file; its load validates every tensor (FormatError / ConfigError naming it).
+    @property
+    def engine(self):
+        """The C++ engine (_core.Model for device="cpu")."""
+        eng = getattr(self, "_engine", None)
+        if eng is None:
+            from . import _core
+
+            if self.device == "cuda":
+                _require_cuda()
+            elif self.device != "cpu":
+                raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+            threads = self.threads
+            if threads is not None and (not isinstance(threads, int) or threads < 0):
+                raise ValueError(f"threads must be a non-negative int or None, got {threads!r}")
+            eng = _core.Model.load(self.path, threads or 0, "auto")
+            self._engine = eng
+        return eng
+
+    @property
+    def config(self) -> dict:
+        """Hyper-parameters as the engine resolved them (n_layer, n_embd, head_dim per layer, ...)."""
+        cfg = getattr(self, "_config", None)
+        if cfg is None:
+            cfg = self._config = self.engine.config()
+        return cfg
+
+    def session(self, batch: int = 1, max_context: int | None = None):
+        """A Session with its KV cache and buffers for `batch` rows and `max_context` positions per row
+        (None: min(context_length, 4096))."""
+        from .session import Session
+
+        return Session(self, batch=batch, max_context=max_context)
+
     def __repr__(self) -> str:
         return f"Model({self.path!r}, architecture={self.architecture!r}, tensors={len(self.tensors)})"
+
+
+def _require_cuda() -> None:
+    try:
+        from . import _cuda
+
+        n = _cuda.device_count()
+    except ImportError:
+        n = 0
+    if n <= 0:
+        raise ValueError("device='cuda': no CUDA device available (or diffrt was built without CUDA); use device='cpu'")
+    raise ValueError("device='cuda': the CUDA engine is not implemented yet; use device='cpu'")
 
 
 def load(path, device: str = "cpu", threads: int | None = None) -> Model:
     """Open a diffrt GGUF model file (memory-mapped, validated). Raises FileNotFoundError,
     diffrt.FormatError (corrupt/foreign file) or diffrt.ConfigError (unsupported architecture)."""
+    if device == "cuda":
+        _require_cuda()
+    elif device != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     return Model(path, device=device, threads=threads)
+
+
+# generate() / stream() / tokenizer live in generate.py (owner: sampler).
+from .generate import attach as _attach_generate  # noqa: E402
+
+_attach_generate(Model)

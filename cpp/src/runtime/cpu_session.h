@@ -25,6 +25,10 @@ class CpuSession final : public Session {
   const dg::DiffusionGemma& model() const { return *model_; }
   void set_debug_hook(dg::DebugHook hook) { hook_ = std::move(hook); }
   size_t arena_bytes() const { return arena_.bytes(); }
+  const dg::KVCache& cache() const { return cache_; }
+  // Test support (teacher forcing): overwrite the held entries of (layer, row) with k/v [kv][n][hd]
+  // where n is what the layer holds for T tokens, and set the row's cached length to T.
+  void load_cache(int layer, int row, int T, const float* k, const float* v);
 
  private:
   std::shared_ptr<const dg::DiffusionGemma> model_;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <string>
 
 #include "diffrt/error.h"
@@ -87,7 +88,9 @@ GenerateResult generate(Session& S, const Model& model, const std::vector<std::v
   for (auto& t : res.tokens) t.reserve(size_t(n_canvas) * L);
   res.decoder_passes.assign(B, 0);
   res.steps.reserve(n_canvas);
-  ThreadPool pool(opt.threads);
+  std::unique_ptr<ThreadPool> own_pool;
+  if (!opt.pool) own_pool = std::make_unique<ThreadPool>(opt.threads);
+  ThreadPool& pool = opt.pool ? *opt.pool : *own_pool;
 
   int64_t g = 0;  // executed steps so far (tape index)
   float T = 1.0f;
@@ -219,6 +222,22 @@ GenerateResult generate(Session& S, const Model& model, const std::vector<std::v
   }
   res.total_s = since(t_start);
   return res;
+}
+
+GenerateResult generate(std::shared_ptr<const Model> model, const std::vector<std::vector<int32_t>>& prompts,
+                        const SamplerParams& p, const GenerateOptions& opt) {
+  const ModelConfig& cfg = model->config();
+  p.validate();
+  if (prompts.empty()) bad("generate: no prompts");
+  const int L = std::max(1, cfg.canvas_length);
+  size_t p_max = 0;
+  for (const auto& ids : prompts) p_max = std::max(p_max, ids.size());
+  int64_t need = int64_t(p_max) + int64_t((p.max_new_tokens + L - 1) / L) * L;
+  if (cfg.context_length > 0 && need > cfg.context_length)
+    bad("generate: prompt of " + std::to_string(p_max) + " tokens + the new tokens need " + std::to_string(need) +
+        " positions, more than the model's context of " + std::to_string(cfg.context_length));
+  auto session = Session::create(model, int(prompts.size()), int(need));
+  return generate(*session, *model, prompts, p, opt);
 }
 
 }  // namespace diffrt

@@ -140,6 +140,22 @@ const float* CpuSession::denoise(const int32_t* canvas, const float* self_cond) 
   return ws_.logits;
 }
 
+void CpuSession::load_cache(int layer, int row, int T, const float* k, const float* v) {
+  const auto& layers = model_->layers();
+  if (layer < 0 || layer >= int(layers.size())) throw InvalidArgument("load_cache: layer out of range");
+  n_cached(row);  // range check
+  if (T < 0 || T + model_->config().canvas_length > max_context_) throw InvalidArgument("load_cache: T out of range");
+  const auto& L = layers[layer];
+  const int n = L.sliding ? std::min(T, model_->config().sliding_window - 1) : T;
+  const int64_t hd = L.head_dim, cap = cache_.cap[layer];
+  for (int j = 0; j < L.n_kv; ++j) {
+    const int64_t dst = row * cache_.row_stride(layer, L) + j * cap * hd;
+    std::copy(k + j * n * hd, k + (j + 1) * n * hd, cache_.k[layer] + dst);
+    std::copy(v + j * n * hd, v + (j + 1) * n * hd, cache_.v[layer] + dst);
+  }
+  cache_.n_cached[row] = T;
+}
+
 void CpuSession::reset() { std::fill(cache_.n_cached.begin(), cache_.n_cached.end(), 0); }
 
 void CpuSession::reset_row(int row) {
