@@ -7,9 +7,15 @@ Measures, on one card, in one process run:
     (so the prefill and the commit cancel out; the sampler is included, stopping is off);
   - the HBM floor of one step: the bytes a step must read (every text weight, the tied embedding twice:
     self-conditioning product and LM head, plus the KV cache) over the measured copy bandwidth.
-diffrt's own CUDA engine is added to the same table once it exists (device="cuda").
+  - diffrt's CUDA engine (--engine diffrt, a separate process so the two models never share the card):
+    the same shapes with random bf16 weights made on the device (diffrt.cuda.random_model), a prompt
+    encoded, then the mean time of one device-resident denoising step (decoder pass, sampler,
+    acceptance, renoise; self-conditioning on) replayed from a CUDA graph and, for comparison, launched
+    on a plain stream. --ref FILE.json (the transformers run) supplies the same card's floor and
+    reference times for the combined table.
 
 Usage: python tools/bench_gpu.py [--size full|small] [--out FILE.json] [--device cuda]
+       python tools/bench_gpu.py --engine diffrt --ref REF.json [--out FILE.json]
 """
 
 import argparse
@@ -128,6 +134,96 @@ def reference_step_time(model, cfg, dev, batch, prompt_len, n_lo=4, n_hi=16):
     return (t_hi - t_lo) / (n_hi - n_lo), t_lo
 
 
+def diffrt_config(size):
+    """The benchmark shapes as a diffrt model config (diffrt.cuda.random_model)."""
+    t = FULL if size == "full" else SMALL
+    return dict(n_layer=t["num_hidden_layers"], n_embd=t["hidden_size"], n_ff=t["intermediate_size"],
+                n_head=t["num_attention_heads"], n_vocab=t["vocab_size"], n_expert=t["num_experts"],
+                n_expert_used=t["top_k_experts"], n_ff_exp=t["moe_intermediate_size"], head_dim=t["head_dim"],
+                global_head_dim=t["global_head_dim"], n_kv_head=t["num_key_value_heads"],
+                n_kv_head_full=t["num_global_key_value_heads"], canvas_length=256,
+                sliding_window=t["sliding_window"], context_length=t["max_position_embeddings"])
+
+
+def diffrt_main(args):
+    """diffrt rows: per-step time of the device-resident step at each batch, graph and plain stream."""
+    import numpy as np
+
+    import diffrt
+    import diffrt.cuda as dc
+    from diffrt import _cuda
+
+    if not diffrt.cuda_available():
+        sys.exit("diffrt: CUDA not available (module not built, or no device)")
+    ref = {}
+    if args.ref:
+        try:
+            with open(args.ref) as f:
+                ref = json.load(f)
+        except (OSError, ValueError) as e:
+            print(f"no reference results ({e}); diffrt rows only", flush=True)
+    res = {k: ref[k] for k in ("card", "copy_GBps", "bf16_matmul_TFLOPs", "torch", "transformers") if k in ref}
+    res.update(size=args.size, device=args.device, card=ref.get("card") or _cuda.device_name(0))
+    ref_rows = {r["batch"]: r for r in ref.get("rows", []) if "error" not in r}
+    cfg = diffrt_config(args.size)
+    t0 = time.perf_counter()
+    model = dc.random_model(cfg, "bf16", seed=0)
+    res["diffrt_build_s"] = time.perf_counter() - t0
+    res["diffrt_weights_GB"] = model.weight_bytes / 1e9
+    print(json.dumps(res), flush=True)
+    rng = np.random.default_rng(1)
+    L, V = cfg["canvas_length"], cfg["n_vocab"]
+    rows = []
+    for b in [int(x) for x in args.batches.split(",")]:
+        row = dict(ref_rows.get(b, {"batch": b}))
+        try:
+            s = _cuda.Session(model, b, args.prompt_len + L)
+            t0 = time.perf_counter()
+            s.encode(rng.integers(5, V, (b, args.prompt_len)).astype(np.int32), [])
+            row["diffrt_prefill_s"] = time.perf_counter() - t0
+            s.random_canvas(0, 1)
+            s.step(0, 0, 0.8, 1, 0.1, False, False, False)  # the first step of a canvas: no self-conditioning
+            row["diffrt_stream_step_ms"] = s.time_steps(args.steps, 0.8, 1, 0.1, False)
+            try:
+                row["diffrt_bf16_step_ms"] = s.time_steps(args.steps, 0.8, 1, 0.1, True)
+                row["diffrt_graph"] = True
+            except RuntimeError as e:  # graph capture failed: report the plain-stream time
+                row["diffrt_graph"] = False
+                row["diffrt_graph_error"] = str(e)[:300]
+                row["diffrt_bf16_step_ms"] = row["diffrt_stream_step_ms"]
+            ms = row["diffrt_bf16_step_ms"]
+            row["diffrt_tokens_per_s_48steps"] = b * L / (48 * ms / 1e3)
+            if "hbm_floor_ms" in row:
+                row["diffrt_over_floor"] = ms / row["hbm_floor_ms"]
+            if "ref_bf16_step_ms" in row:
+                row["ref_over_diffrt"] = row["ref_bf16_step_ms"] / ms
+            del s
+        except Exception as e:  # noqa: BLE001 - report, keep the other rows
+            row["diffrt_error"] = f"{type(e).__name__}: {e}"[:300]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    res["rows"] = rows
+    res["int8"] = "not implemented on CUDA yet"
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+    card = res.get("card", args.device)
+    print("\n| card | batch | HBM floor ms | transformers bf16 step ms | diffrt bf16 step ms (graph) | diffrt plain "
+          "stream ms | diffrt / floor | transformers / diffrt | diffrt tok/s @48 steps |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    nan = math.nan
+    for r in rows:
+        if "diffrt_error" in r:
+            print(f"| {card} | {r['batch']} | {r.get('hbm_floor_ms', nan):.1f} | {r.get('ref_bf16_step_ms', nan):.1f} "
+                  f"| error: {r['diffrt_error']} |")
+            continue
+        print(f"| {card} | {r['batch']} | {r.get('hbm_floor_ms', nan):.1f} | {r.get('ref_bf16_step_ms', nan):.1f} | "
+              f"{r['diffrt_bf16_step_ms']:.1f}{'' if r.get('diffrt_graph') else ' (no graph)'} | "
+              f"{r['diffrt_stream_step_ms']:.1f} | {r.get('diffrt_over_floor', nan):.2f} | "
+              f"{r.get('ref_over_diffrt', nan):.2f} | {r['diffrt_tokens_per_s_48steps']:.0f} |")
+    print("INT8 on CUDA: not implemented yet (no row).")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", choices=["full", "small"], default="full")
@@ -135,7 +231,12 @@ def main():
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--batches", default="1,4")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--engine", choices=["transformers", "diffrt"], default="transformers")
+    ap.add_argument("--ref", default=None, help="--engine diffrt: the transformers run's JSON (same card)")
+    ap.add_argument("--steps", type=int, default=5, help="--engine diffrt: timed steps per measurement")
     args = ap.parse_args()
+    if args.engine == "diffrt":
+        return diffrt_main(args)
     dev = args.device
     if dev.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("no CUDA device")

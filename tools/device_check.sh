@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # One prepared GPU check (run on a machine with an NVIDIA GPU; see docs/perf.md for results):
-#   1. build the package with the CUDA module, 2. run the GPU tests, 3. benchmark a full-size-shaped
-#   DiffusionGemma (random weights made on the device) against transformers on the same card.
-# Wheels that the machine lacks (transformers==5.23.0, regex) travel in .whl/ (see docs/perf.md).
-# Must finish in under 8 minutes. Writes logs and JSON under $OUT (default /tmp/diffrt_device).
+#   1. build the package with the CUDA module, 2. run the GPU tests (ops, then engine, in two
+#   processes so a sticky CUDA error in one cannot hide the other's results), 3. benchmark a
+#   full-size-shaped DiffusionGemma: transformers on the card, then diffrt (random weights made on
+#   the device) in its own process, and print one combined table.
+# Wheels that the machine lacks (transformers==5.23.0, regex, gguf, ml_dtypes) travel in .whl/.
+# Must finish in under 8 minutes: every stage after the build has a timeout (sum of timeouts 345 s; the build takes 1-2 min).
+# Writes logs, JSON and summary.md under $OUT (default /tmp/diffrt_device).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/diffrt_device}
@@ -11,6 +14,9 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 t0=$(date +%s)
 stage() { echo; echo "=== $1 (t=$(( $(date +%s) - t0 ))s)"; }
+summary="$OUT/summary.md"
+: >"$summary"
+note() { echo "$1" | tee -a "$summary"; }
 
 stage "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
@@ -20,22 +26,48 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   stage "carried wheels"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-  python3 -c "import transformers; print('transformers', transformers.__version__)"
+  python3 -c "import transformers, gguf, ml_dtypes; print('transformers', transformers.__version__, 'gguf ok, ml_dtypes', ml_dtypes.__version__)"
 fi
 
-stage "build (CUDA module, sm_90)"
-if DIFFRT_CUDA=ON tools/dev_build.sh build-gpu -DCMAKE_CUDA_ARCHITECTURES=90 >"$OUT/build.log" 2>&1; then
-  echo "build ok"
-  PYTHONPATH=python:${PYTHONPATH:-} python3 -c "import diffrt._cuda as c; print('diffrt._cuda devices:', c.device_count(), c.device_name(0))"
+stage "build (CUDA module, sm_90, -j$(nproc))"
+build_ok=0
+if cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDIFFRT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+     >"$OUT/build.log" 2>&1 && cmake --build build-gpu -j "$(nproc)" >>"$OUT/build.log" 2>&1; then
+  build_ok=1
+  note "build: ok ($(( $(date +%s) - t0 ))s)"
+  PYTHONPATH=python:${PYTHONPATH:-} python3 -c "import diffrt, diffrt._cuda as c; print('diffrt._cuda devices:', c.device_count(), c.device_name(0), 'cuda_available', diffrt.cuda_available())"
 else
-  echo "build FAILED (tail of $OUT/build.log):"; tail -20 "$OUT/build.log"
+  note "build: FAILED (tail of build.log below)"; tail -30 "$OUT/build.log"
 fi
 
-stage "GPU tests"
-PYTHONPATH=python:${PYTHONPATH:-} timeout 180 python3 -m pytest tests -q -m gpu -p no:cacheprovider 2>&1 \
-  | tee "$OUT/gpu_tests.log" | tail -15
+run_tests() {  # name, timeout, pytest -k expression
+  stage "GPU tests: $1"
+  PYTHONPATH=python:${PYTHONPATH:-} timeout "$2" python3 -m pytest tests/python/test_cuda.py -q -m gpu -rfE \
+    -p no:cacheprovider -k "$3" >"$OUT/gpu_tests_$1.log" 2>&1
+  local rc=$?
+  tail -25 "$OUT/gpu_tests_$1.log"
+  note "tests $1: rc=$rc, $(grep -E '[0-9]+ (passed|failed|error)' "$OUT/gpu_tests_$1.log" | tail -1)"
+  [ $rc -eq 124 ] && note "tests $1: TIMED OUT after $2 s"
+}
+if [ $build_ok = 1 ]; then
+  OPS="gemm or norm_activation or rope or attention or router or grouped or token_stats or acceptance"
+  run_tests ops 45 "$OPS"
+  run_tests engine 110 "not ($OPS)"
+fi
 
-stage "benchmark (full-size shapes, random bf16 weights)"
-PYTHONPATH=python:${PYTHONPATH:-} timeout 300 python3 tools/bench_gpu.py --size full --out "$OUT/bench_gpu.json" 2>&1 \
-  | grep -v -i warn | tee "$OUT/bench.log" | tail -25
+stage "benchmark: transformers reference (full-size shapes, random bf16 weights)"
+PYTHONPATH=python:${PYTHONPATH:-} timeout 110 python3 tools/bench_gpu.py --size full --engine transformers \
+  --out "$OUT/bench_ref.json" 2>&1 | grep -v -i warn | tee "$OUT/bench_ref.log" | tail -6
+note "transformers bench: rc=${PIPESTATUS[0]}"
+
+if [ $build_ok = 1 ]; then
+  stage "benchmark: diffrt CUDA engine (same shapes, random bf16 weights made on the device)"
+  PYTHONPATH=python:${PYTHONPATH:-} timeout 80 python3 tools/bench_gpu.py --size full --engine diffrt --steps 4 \
+    --ref "$OUT/bench_ref.json" --out "$OUT/bench_gpu.json" 2>&1 | grep -v -i warn | tee "$OUT/bench.log" | tail -8
+  note "diffrt bench: rc=${PIPESTATUS[0]}"
+fi
+
+stage "summary"
+grep -h '^|' "$OUT/bench.log" 2>/dev/null >>"$summary" || grep -h '^|' "$OUT/bench_ref.log" >>"$summary" 2>/dev/null
+cat "$summary"
 stage "done"

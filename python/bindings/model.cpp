@@ -105,6 +105,7 @@ void register_model(nb::module_& m) {
           },
           nb::arg("path"), nb::arg("threads") = 0, nb::arg("compute_type") = "auto")
       .def("config", [](const PyModel& m) { return config_dict(m.model->config()); })
+      .def_prop_ro("compute_type", [](const PyModel& m) { return m.model->compute_type(); })
       .def_prop_ro("threads", [](const PyModel& m) {
         return static_cast<const diffrt::dg::DiffusionGemma&>(*m.model).pool().size();
       });
@@ -157,16 +158,20 @@ void register_model(nb::module_& m) {
           nb::arg("canvas"), nb::arg("self_cond").none() = nb::none())
       .def(
           "_debug_denoise_allocs",
-          [](PySession& s, IdArray canvas, int n) {
+          [](PySession& s, IdArray canvas, int n, std::optional<F32Array3> self_cond) {
             // Runs n denoising steps in C++ and returns the operator-new calls they made.
-            const size_t B = size_t(s.session->batch()), L = size_t(s.model->config().canvas_length);
+            const auto& c = s.model->config();
+            const size_t B = size_t(s.session->batch()), L = size_t(c.canvas_length), V = size_t(c.n_vocab);
             if (canvas.shape(0) != B || canvas.shape(1) != L) throw diffrt::InvalidArgument("canvas shape");
+            if (self_cond && (self_cond->shape(0) != B || self_cond->shape(1) != L || self_cond->shape(2) != V))
+              throw diffrt::InvalidArgument("self_cond shape");
+            const float* sc = self_cond ? self_cond->data() : nullptr;
             nb::gil_scoped_release nogil;
             uint64_t before = diffrt::alloc_count();
-            for (int i = 0; i < n; ++i) s.session->denoise(canvas.data(), nullptr);
+            for (int i = 0; i < n; ++i) s.session->denoise(canvas.data(), sc);
             return diffrt::alloc_count() - before;
           },
-          nb::arg("canvas"), nb::arg("n"))
+          nb::arg("canvas"), nb::arg("n"), nb::arg("self_cond").none() = nb::none())
       .def(
           "_capture",
           [](PySession& s, bool on) {

@@ -27,14 +27,16 @@ def _compile(template: str):
 
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
         # Not jinja's own filter, which escapes HTML characters.
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
 
     def strftime_now(fmt):
         return datetime.now().strftime(fmt)
 
     class _GenerationBlock(jinja2.ext.Extension):
         # {% generation %}...{% endgeneration %} marks assistant text for training masks; render as is.
-        tags = {"generation"}
+        tags = frozenset({"generation"})
 
         def parse(self, parser):
             lineno = next(parser.stream).lineno
@@ -77,21 +79,30 @@ def render_chat(
     chat = []
     for m in messages:
         if not isinstance(m, dict):
-            raise ValueError(f"chat messages must be dicts with 'role' and 'content', got {m!r}")
+            raise TypeError(f"chat messages must be dicts with 'role' and 'content', got {m!r}")
         chat.append(_alias_reasoning({k: v for k, v in m.items() if v is not None}))
     tools = kwargs.pop("tools", None)
     documents = kwargs.pop("documents", None)
     context = {**(special_tokens or {}), **kwargs}  # kwargs win over special tokens, as in transformers
     return _compile(template).render(
-        messages=chat, tools=tools, documents=documents, add_generation_prompt=add_generation_prompt, **context
+        messages=chat,
+        tools=tools,
+        documents=documents,
+        add_generation_prompt=add_generation_prompt,
+        **context,
     )
 
 
 def encode_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> list[int]:
     """Rendered and tokenized as transformers does: the template writes BOS itself, so the text is
     encoded without adding special tokens."""
-    text = render_chat(tokenizer.chat_template, messages, tokenizer.special_tokens_map(),
-                       add_generation_prompt=add_generation_prompt, **kwargs)
+    text = render_chat(
+        tokenizer.chat_template,
+        messages,
+        tokenizer.special_tokens_map(),
+        add_generation_prompt=add_generation_prompt,
+        **kwargs,
+    )
     return tokenizer.encode(text, add_bos=False)
 
 
@@ -120,10 +131,10 @@ def split_thinking(text: str, markers: tuple[str, str] | None) -> tuple[str, str
         return "", text
     open_, close = markers
     thinking, answer, rest = [], [], text
-    pattern = re.compile(re.escape(open_) + r"(.*?)(" + re.escape(close) + r"|$)", re.S)
+    pattern = re.compile(re.escape(open_) + r"(.*?)(" + re.escape(close) + r"|$)", re.DOTALL)
     pos = 0
     for m in pattern.finditer(rest):
-        answer.append(rest[pos:m.start()])
+        answer.append(rest[pos : m.start()])
         thinking.append(m.group(1).strip())
         pos = m.end()
     answer.append(rest[pos:])

@@ -46,9 +46,8 @@ def create(name: str, text: str, quantize: str | None = None, base_dir: str | No
         raise ValueError(f"unknown quantization {quantize!r}; expected one of {', '.join(QUANTIZE)}")
     qtype = Q.Q8_0 if quantize else None
     mf = mfmod.parse(text, path)
-    with _source_file(mf.from_, base_dir, qtype, progress) as src:
-        with store.writing(name) as tmp:
-            _write(src, tmp, mf, text, qtype)
+    with _source_file(mf.from_, base_dir, qtype, progress) as src, store.writing(name) as tmp:
+        _write(src, tmp, mf, text, qtype)
     return str(store.path_for(name))
 
 

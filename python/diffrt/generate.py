@@ -17,8 +17,15 @@ import numpy as np
 from .gguf_names import KEYS
 
 # transformers' DiffusionGemmaGenerationConfig defaults (spec §10.1)
-_HF_DEFAULTS = dict(max_new_tokens=256, steps=48, t_min=0.4, t_max=0.8, entropy_bound=0.1,
-                    stability_threshold=1, confidence_threshold=0.005)
+_HF_DEFAULTS = {
+    "max_new_tokens": 256,
+    "steps": 48,
+    "t_min": 0.4,
+    "t_max": 0.8,
+    "entropy_bound": 0.1,
+    "stability_threshold": 1,
+    "confidence_threshold": 0.005,
+}
 
 
 @dataclass
@@ -45,9 +52,9 @@ class StreamEvent:
     kind: str
     canvas: int = 0
     step: int = 0
-    tokens: object = None       # step: the draft canvas; canvas: the canvas's new ids (pads removed)
-    text: object = None         # step: draft text; canvas: all text so far
-    accepted: object = None     # step: accepted mask
+    tokens: object = None  # step: the draft canvas; canvas: the canvas's new ids (pads removed)
+    text: object = None  # step: draft text; canvas: all text so far
+    accepted: object = None  # step: accepted mask
     temperature: float = 0.0
     result: GenerationResult | None = None
 
@@ -60,9 +67,15 @@ def _f32_decimal(x):
 
 def sampler_defaults(metadata: dict) -> dict:
     """The file's generation defaults, in generate()'s parameter names."""
-    keys = dict(max_new_tokens="DIFFRT_MAX_NEW_TOKENS", steps="MAX_STEPS", t_min="T_MIN", t_max="T_MAX",
-                entropy_bound="ENTROPY_BOUND", stability_threshold="STABILITY_THRESHOLD",
-                confidence_threshold="CONFIDENCE_THRESHOLD")
+    keys = {
+        "max_new_tokens": "DIFFRT_MAX_NEW_TOKENS",
+        "steps": "MAX_STEPS",
+        "t_min": "T_MIN",
+        "t_max": "T_MAX",
+        "entropy_bound": "ENTROPY_BOUND",
+        "stability_threshold": "STABILITY_THRESHOLD",
+        "confidence_threshold": "CONFIDENCE_THRESHOLD",
+    }
     out = {}
     for name, key in keys.items():
         v = metadata.get(KEYS[key])
@@ -75,6 +88,9 @@ def sampler_defaults(metadata: dict) -> dict:
     out["eos_ids"] = [int(i) for i in eos] if eos is not None else []
     pad = metadata.get(KEYS["DIFFRT_PAD_ID"])
     out["pad_id"] = int(pad) if pad is not None and int(pad) >= 0 else None
+    seed = metadata.get(KEYS["DIFFRT_SEED"])  # a Modelfile's PARAMETER seed; absent: fresh per call
+    if seed is not None:
+        out["seed"] = int(seed)
     return out
 
 
@@ -86,6 +102,7 @@ def _is_ids(x) -> bool:
 
 def prepare_prompts(prompt, tokenizer) -> tuple[list[list[int]], bool]:
     """(rows of ids, batched?). str -> tokenizer; list[int] -> one row; list of those -> a batch."""
+
     def one(p, where):
         if isinstance(p, str):
             if not p:
@@ -107,7 +124,9 @@ def prepare_prompts(prompt, tokenizer) -> tuple[list[list[int]], bool]:
         if len(prompt) == 0:
             raise ValueError("prompt is empty")
         return [one(p, f"prompt[{i}]") for i, p in enumerate(prompt)], True
-    raise ValueError(f"prompt must be a str, a list of token ids, or a list of those; got {type(prompt).__name__}")
+    raise ValueError(
+        f"prompt must be a str, a list of token ids, or a list of those; got {type(prompt).__name__}"
+    )
 
 
 def resolve_params(defaults: dict, **given) -> dict:
@@ -116,16 +135,23 @@ def resolve_params(defaults: dict, **given) -> dict:
     for k, v in given.items():
         if v is not None:
             p[k] = v
+
     def need_int(name, lo):
         v = p[name]
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo} (got {v!r})")
         p[name] = int(v)
+
     def need_float(name):
         v = p[name]
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float, np.floating, np.integer))
+            or not np.isfinite(v)
+        ):
             raise ValueError(f"{name} must be a finite number (got {v!r})")
         p[name] = float(v)
+
     need_int("max_new_tokens", 1)
     need_int("steps", 1)
     if p["steps"] > 4095:
@@ -161,8 +187,10 @@ def _tape_arrays(tape, batch, L):
         if a.ndim == 2 and batch == 1:
             a = a[:, None, :]
         if a.ndim != 3 or a.shape[1:] != (batch, L):
-            raise ValueError(f"tape['{name}'] must have shape [n, {batch}, {L}] (or [n, {L}] for one prompt), "
-                             f"got {list(np.shape(tape[name]))}")
+            raise ValueError(
+                f"tape['{name}'] must have shape [n, {batch}, {L}] (or [n, {L}] for one prompt), "
+                f"got {list(np.shape(tape[name]))}"
+            )
         out.append(np.ascontiguousarray(a, dtype=np.int32))
     if out[1].shape[0] != out[2].shape[0]:
         raise ValueError("tape['samples'] and tape['renoise'] must have the same number of steps")
@@ -188,15 +216,19 @@ class Generator:
         for r, ids in enumerate(rows):
             bad = [i for i in ids if not 0 <= i < self.vocab_size]
             if bad:
-                raise ValueError(f"prompt{'[%d]' % r if batched else ''} has token id {bad[0]} outside the "
-                                 f"vocabulary [0, {self.vocab_size})")
+                raise ValueError(
+                    f"prompt{f'[{r}]' if batched else ''} has token id {bad[0]} outside the "
+                    f"vocabulary [0, {self.vocab_size})"
+                )
         L = self.canvas_length
         n_canvas = -(-p["max_new_tokens"] // L)
         need = max(len(ids) for ids in rows) + n_canvas * L
         if self.context_length and need > self.context_length:
-            raise ValueError(f"prompt of {max(len(i) for i in rows)} tokens + max_new_tokens={p['max_new_tokens']} "
-                             f"({n_canvas} canvas(es) of {L}) needs {need} positions; the model's context is "
-                             f"{self.context_length}")
+            raise ValueError(
+                f"prompt of {max(len(i) for i in rows)} tokens + max_new_tokens={p['max_new_tokens']} "
+                f"({n_canvas} canvas(es) of {L}) needs {need} positions; the model's context is "
+                f"{self.context_length}"
+            )
         tape_arrays = _tape_arrays(tape, len(rows), L)
         return rows, batched, p, tape_arrays
 
@@ -208,19 +240,35 @@ class Generator:
         init, samples, renoise = tape_arrays if tape_arrays else (None, None, None)
         step_cb = None
         if on_step is not None:
+
             def step_cb(ev):
                 return on_step(self._step_event(ev, batched))
+
         canvas_cb = None
         if on_canvas is not None:
+
             def canvas_cb(ev):
                 return on_canvas(ev)
+
         out = _core.generate(
-            core_model(self.model), rows, max_new_tokens=p["max_new_tokens"], steps=p["steps"],
-            t_min=p["t_min"], t_max=p["t_max"], entropy_bound=p["entropy_bound"],
-            stability_threshold=p["stability_threshold"], confidence_threshold=p["confidence_threshold"],
-            eos_ids=p["eos_ids"], pad_id=-1 if p["pad_id"] is None else p["pad_id"], seed=p["seed"],
-            tape_init=init, tape_samples=samples, tape_renoise=renoise,
-            threads=0, on_step=step_cb, on_canvas=canvas_cb,
+            core_model(self.model),
+            rows,
+            max_new_tokens=p["max_new_tokens"],
+            steps=p["steps"],
+            t_min=p["t_min"],
+            t_max=p["t_max"],
+            entropy_bound=p["entropy_bound"],
+            stability_threshold=p["stability_threshold"],
+            confidence_threshold=p["confidence_threshold"],
+            eos_ids=p["eos_ids"],
+            pad_id=-1 if p["pad_id"] is None else p["pad_id"],
+            seed=p["seed"],
+            tape_init=init,
+            tape_samples=samples,
+            tape_renoise=renoise,
+            threads=0,
+            on_step=step_cb,
+            on_canvas=canvas_cb,
         )
         return self._result(out, p, batched)
 
@@ -231,11 +279,15 @@ class Generator:
         draft = ev["argmax"]
         tokens = [list(map(int, r)) for r in draft]
         text = [self.decode(t) for t in tokens] if self.tokenizer else None
-        return StreamEvent("step", canvas=ev["canvas"], step=ev["step"],
-                           tokens=tokens if batched else tokens[0],
-                           text=(text if batched else text[0]) if text else None,
-                           accepted=ev["accepted"] if batched else ev["accepted"][0],
-                           temperature=ev["temperature"])
+        return StreamEvent(
+            "step",
+            canvas=ev["canvas"],
+            step=ev["step"],
+            tokens=tokens if batched else tokens[0],
+            text=(text if batched else text[0]) if text else None,
+            accepted=ev["accepted"] if batched else ev["accepted"][0],
+            temperature=ev["temperature"],
+        )
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True) if self.tokenizer else ""
@@ -261,24 +313,38 @@ class Generator:
                 answer = [b for _, b in parts]
         n_new = sum(len(t) for t in toks)
         passes = out["decoder_passes"]
-        stats = dict(
-            total_s=out["total_s"], prefill_s=out["prefill_s"], encode_s=out["encode_s"],
-            denoise_s=out["denoise_s"], sampler_s=out["sampler_s"], new_tokens=n_new,
-            tokens_per_s=n_new / out["total_s"] if out["total_s"] > 0 else 0.0,
-            decoder_passes=passes,
-            tokens_per_forward=[len(t) / n if n else 0.0 for t, n in zip(toks, passes)],
-            canvases=len(out["steps"]), seed=p["seed"],
-        )
+        stats = {
+            "total_s": out["total_s"],
+            "prefill_s": out["prefill_s"],
+            "encode_s": out["encode_s"],
+            "denoise_s": out["denoise_s"],
+            "sampler_s": out["sampler_s"],
+            "new_tokens": n_new,
+            "tokens_per_s": n_new / out["total_s"] if out["total_s"] > 0 else 0.0,
+            "decoder_passes": passes,
+            "tokens_per_forward": [len(t) / n if n else 0.0 for t, n in zip(toks, passes)],
+            "canvases": len(out["steps"]),
+            "seed": p["seed"],
+        }
         one = (lambda x: x) if batched else (lambda x: x[0] if x is not None else None)
-        return GenerationResult(tokens=one(toks), text=one(texts), steps=list(out["steps"]), stats=stats,
-                                raw_tokens=raw, thinking=one(thinking), answer=one(answer),
-                                cancelled=bool(out["cancelled"]))
+        return GenerationResult(
+            tokens=one(toks),
+            text=one(texts),
+            steps=list(out["steps"]),
+            stats=stats,
+            raw_tokens=raw,
+            thinking=one(thinking),
+            answer=one(answer),
+            cancelled=bool(out["cancelled"]),
+        )
 
     # ---- streaming ----------------------------------------------------------------------------
     def stream(self, prompt, **kw):
         """Yields StreamEvents: 'step' per denoising step, 'canvas' per commit, then 'done'. The loop
         runs in a worker thread; closing the generator early cancels it after the current step."""
-        rows, batched, p, _ = self.prepare(prompt, kw.get("tape"), **{k: v for k, v in kw.items() if k != "tape"})
+        rows, batched, p, _ = self.prepare(
+            prompt, kw.get("tape"), **{k: v for k, v in kw.items() if k != "tape"}
+        )
         events: queue.Queue = queue.Queue()
         stop = threading.Event()
         committed = [[] for _ in rows]
@@ -293,14 +359,23 @@ class Generator:
             for acc, n in zip(committed, new):
                 acc.extend(n)
             text = [self.decode(c) for c in committed]
-            events.put(StreamEvent("canvas", canvas=ev["canvas"], step=ev["steps"],
-                                   tokens=new if batched else new[0], text=text if batched else text[0]))
+            events.put(
+                StreamEvent(
+                    "canvas",
+                    canvas=ev["canvas"],
+                    step=ev["steps"],
+                    tokens=new if batched else new[0],
+                    text=text if batched else text[0],
+                )
+            )
             return not stop.is_set()
 
         def work():
             try:
-                events.put(StreamEvent("done", result=self.run(prompt, on_step=on_step, on_canvas=on_canvas, **kw)))
-            except BaseException as e:  # handed to the consumer
+                events.put(
+                    StreamEvent("done", result=self.run(prompt, on_step=on_step, on_canvas=on_canvas, **kw))
+                )
+            except BaseException as e:  # noqa: BLE001 (handed to the consumer, which re-raises it)
                 events.put(e)
 
         t = threading.Thread(target=work, name="diffrt-generate", daemon=True)
@@ -319,16 +394,8 @@ class Generator:
 
 
 def core_model(model):
-    """The model's C++ engine (_core.Model): the one the Model object holds, else loaded once
-    from its file and kept on the instance."""
-    from . import _core
-
-    for v in vars(model).values():
-        if isinstance(v, _core.Model):
-            return v
-    eng = _core.Model.load(model.path, threads=int(getattr(model, "threads", None) or 0))
-    model.__dict__["_core_engine"] = eng
-    return eng
+    """The model's C++ engine (_core.Model): `model.engine`, created by the Model on first use."""
+    return model.engine
 
 
 def _tokenizer_of(model):
@@ -336,7 +403,11 @@ def _tokenizer_of(model):
     if tok is False:
         from .tokenizer import Tokenizer
 
-        tok = Tokenizer(model.metadata, source=model.path) if KEYS["TOKENIZER_HF_JSON"] in model.metadata else None
+        tok = (
+            Tokenizer(model.metadata, source=model.path)
+            if KEYS["TOKENIZER_HF_JSON"] in model.metadata
+            else None
+        )
         model.__dict__["_tokenizer_cache"] = tok
     return tok
 
@@ -353,19 +424,57 @@ def attach(model_cls):
             g = self.__dict__["_generator"] = Generator(self)
         return g
 
-    def generate(self, prompt, max_new_tokens=None, steps=None, t_min=None, t_max=None, entropy_bound=None,
-                 stability_threshold=None, confidence_threshold=None, seed=None, tape=None, on_step=None,
-                 eos_ids=None, pad_id=None):
+    def generate(
+        self,
+        prompt,
+        max_new_tokens=None,
+        steps=None,
+        t_min=None,
+        t_max=None,
+        entropy_bound=None,
+        stability_threshold=None,
+        confidence_threshold=None,
+        seed=None,
+        tape=None,
+        on_step=None,
+        eos_ids=None,
+        pad_id=None,
+    ):
         """Generate for one prompt (str or list of ids) or a batch (a list of those). See GenerationResult."""
         return _generator(self).run(
-            prompt, tape=tape, on_step=on_step, max_new_tokens=max_new_tokens, steps=steps, t_min=t_min,
-            t_max=t_max, entropy_bound=entropy_bound, stability_threshold=stability_threshold,
-            confidence_threshold=confidence_threshold, seed=seed, eos_ids=eos_ids, pad_id=pad_id)
+            prompt,
+            tape=tape,
+            on_step=on_step,
+            max_new_tokens=max_new_tokens,
+            steps=steps,
+            t_min=t_min,
+            t_max=t_max,
+            entropy_bound=entropy_bound,
+            stability_threshold=stability_threshold,
+            confidence_threshold=confidence_threshold,
+            seed=seed,
+            eos_ids=eos_ids,
+            pad_id=pad_id,
+        )
 
     def stream(self, prompt, **kw):
         """Like generate(), yielding StreamEvents ('step', 'canvas', 'done')."""
         return _generator(self).stream(prompt, **kw)
 
+    def chat(self, messages, think=False, stream=False, **kw):
+        """Generate a reply to chat `messages` ([{"role", "content"}, ...]) rendered with the file's
+        chat template (think=True passes enable_thinking to it). Returns a GenerationResult (its
+        `thinking`/`answer` split when the template has a thinking channel), or with stream=True
+        the StreamEvents."""
+        from .chat import encode_chat
+
+        if self.tokenizer is None:
+            raise ValueError(f"{self.path}: the file stores no tokenizer, so chat() cannot render messages")
+        extra = {"enable_thinking": True} if think else {}
+        ids = encode_chat(self.tokenizer, messages, add_generation_prompt=True, **extra)
+        return self.stream(ids, **kw) if stream else self.generate(ids, **kw)
+
     model_cls.generate = generate
     model_cls.stream = stream
+    model_cls.chat = chat
     return model_cls

@@ -52,10 +52,13 @@ def _dequantize_q8_0(blocks: np.ndarray, shape: tuple) -> np.ndarray:
     return (q * scale).reshape(shape)
 
 
+COMPUTE_TYPES = ("auto", "f32", "bf16", "int8", "int8-w8a8", "int8-w8a16")
+
+
 class Model:
     """A diffrt model file opened for reading. Use `diffrt.load(path)`."""
 
-    def __init__(self, path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path, device: str = "cpu", threads: int | None = None, compute_type: str = "auto"):
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such model file")
@@ -67,6 +70,9 @@ class Model:
         self.path = path
         self.device = device
         self.threads = threads
+        if compute_type not in COMPUTE_TYPES:
+            raise ValueError(f"compute_type must be one of {', '.join(COMPUTE_TYPES)}, got {compute_type!r}")
+        self.requested_compute_type = compute_type
         self._file = _core.GGUFFile(path)
         self.metadata = self._file.metadata()
         self.architecture = self.metadata.get(KEYS["ARCHITECTURE"])
@@ -91,14 +97,23 @@ class Model:
 
             if self.device == "cuda":
                 _require_cuda()
+                from .cuda import load_engine  # owner: cuda
+
+                eng = self._engine = load_engine(self)
+                return eng
             elif self.device != "cpu":
                 raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
             threads = self.threads
             if threads is not None and (not isinstance(threads, int) or threads < 0):
                 raise ValueError(f"threads must be a non-negative int or None, got {threads!r}")
-            eng = _core.Model.load(self.path, threads or 0, "auto")
+            eng = _core.Model.load(self.path, threads or 0, self.requested_compute_type)
             self._engine = eng
         return eng
+
+    @property
+    def compute_type(self) -> str:
+        """The compute type resolved at load ("f32", "bf16" or "int8"; see docs/perf.md for "auto")."""
+        return self.engine.compute_type
 
     @property
     def config(self) -> dict:
@@ -128,17 +143,20 @@ def _require_cuda() -> None:
         n = 0
     if n <= 0:
         raise ValueError("device='cuda': no CUDA device available (or diffrt was built without CUDA); use device='cpu'")
-    raise ValueError("device='cuda': the CUDA engine is not implemented yet; use device='cpu'")
 
 
-def load(path, device: str = "cpu", threads: int | None = None) -> Model:
+def load(path, device: str = "cpu", threads: int | None = None, compute_type: str = "auto") -> Model:
     """Open a diffrt GGUF model file (memory-mapped, validated). Raises FileNotFoundError,
-    diffrt.FormatError (corrupt/foreign file) or diffrt.ConfigError (unsupported architecture)."""
+    diffrt.FormatError (corrupt/foreign file) or diffrt.ConfigError (unsupported architecture).
+
+    compute_type: "auto" | "f32" | "bf16" | "int8" (also "int8-w8a8" / "int8-w8a16", to measure the
+    int8 policy), resolved once when the engine loads and reported as `model.compute_type`. "auto":
+    int8 for Q8_0 files, bf16 for BF16 files on CPUs with AVX512-BF16 or AMX, else f32."""
     if device == "cuda":
         _require_cuda()
     elif device != "cpu":
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    return Model(path, device=device, threads=threads)
+    return Model(path, device=device, threads=threads, compute_type=compute_type)
 
 
 # generate() / stream() / tokenizer live in generate.py (owner: sampler).

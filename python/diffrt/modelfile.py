@@ -18,7 +18,10 @@ Every error is a ModelfileError whose message carries the line number.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+
+import numpy as np
 
 from .errors import ModelfileError
 from .gguf_names import KEYS
@@ -41,7 +44,7 @@ def _gt(lo):
     return lambda v: None if v > lo else f"must be > {lo}"
 
 
-_U64 = lambda v: None if 0 <= v < 2**64 else "must be in [0, 2^64)"  # noqa: E731
+_U64 = lambda v: None if 0 <= v < 2**64 else "must be in [0, 2^64)"
 
 # The diffusion sampler's settings, by their Modelfile / Ollama `options` name.
 PARAMETERS = {
@@ -89,7 +92,7 @@ def convert_value(name: str, value, where: str = ""):
             v = int(value, 10) if isinstance(value, str) else int(value)
         elif p.type is float:
             v = float(value)
-            if v != v or v in (float("inf"), float("-inf")):
+            if not math.isfinite(v):
                 raise ValueError
         else:
             if not isinstance(value, str):
@@ -271,4 +274,7 @@ def from_metadata(meta: dict) -> dict:
         if p.key in meta:
             v = meta[p.key]
             out[name] = list(v) if name in REPEATABLE else p.type(v)
+            if p.type is float and float(np.float32(v)) == v:
+                # Stored as f32: show the shortest decimal that reads back to it (0.1, not 0.100000001).
+                out[name] = float(str(np.float32(v)))
     return out

@@ -51,7 +51,8 @@ def parse_name(name: str) -> tuple[str, str]:
 
 def canonical(name: str) -> str:
     """'tiny' → 'tiny:latest'."""
-    return "%s:%s" % parse_name(name)
+    base, tag = parse_name(name)
+    return f"{base}:{tag}"
 
 
 def path_for(name: str, root: Path | None = None) -> Path:

@@ -27,8 +27,10 @@ class Tokenizer:
             raise FormatError(f"{source}: no tokenizer stored (key {KEYS['TOKENIZER_HF_JSON']} is missing)")
         try:
             self._tok = HFTokenizer.from_str(text)
-        except Exception as e:  # tokenizers raises a plain Exception on bad JSON
-            raise FormatError(f"{source}: key {KEYS['TOKENIZER_HF_JSON']} is not a valid tokenizer ({e})") from None
+        except Exception as e:  # noqa: BLE001 (tokenizers raises a plain Exception on bad JSON)
+            raise FormatError(
+                f"{source}: key {KEYS['TOKENIZER_HF_JSON']} is not a valid tokenizer ({e})"
+            ) from None
         self.add_bos = bool(metadata.get(KEYS["ADD_BOS"], False))
         self.ids = {}
         for name, key in _SPECIAL_KEYS.items():

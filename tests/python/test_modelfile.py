@@ -1,7 +1,6 @@
 """Modelfile parsing, validation and formatting (no model needed)."""
 
 import pytest
-
 from diffrt import ModelfileError
 from diffrt import modelfile as mfmod
 

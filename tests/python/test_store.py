@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-
 from diffrt import FormatError, ModelfileError, store
 from diffrt.cli import main
 from diffrt.embed import create

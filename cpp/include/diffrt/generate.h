@@ -8,8 +8,9 @@
 //  - Output per row: exactly n_canvas_run * L new tokens (pads included) where n_canvas_run <=
 //    ceil(max_new_tokens / L) (the loop ends early once every row has hit EOS).
 //  - Every per-step buffer is allocated before the first step; a step allocates nothing.
-//  - Callbacks run on the calling thread between steps. A step callback returning false cancels:
-//    the loop stops after that step, commits nothing more and returns with cancelled = true.
+//  - Callbacks run on the calling thread between steps. A callback returning false cancels: the
+//    loop stops after that step (or commit), commits nothing more and returns cancelled = true;
+//    `steps` then also counts the interrupted canvas's steps.
 //  - Not thread-safe with respect to the Session (one generate per Session at a time).
 #pragma once
 #include <cstdint>
@@ -63,7 +64,7 @@ struct GenerateOptions {
 
 struct GenerateResult {
   std::vector<std::vector<int32_t>> tokens;  // per row: new tokens, pads included (k*L each)
-  std::vector<int> steps;                    // executed denoising steps per canvas
+  std::vector<int> steps;                    // executed denoising steps per canvas (all rows)
   std::vector<int> decoder_passes;           // per row: steps it was still denoising (transformers'
                                              // tokens_per_forward denominator)
   bool cancelled = false;

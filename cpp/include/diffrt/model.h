@@ -45,7 +45,9 @@ struct ModelConfig {
 
 struct LoadOptions {
   int threads = 0;                       // 0: all cores
-  std::string compute_type = "auto";     // "auto" | "f32" | "bf16" | "int8" (later issues)
+  // "auto" | "f32" | "bf16" | "int8" (+ "int8-w8a8" / "int8-w8a16" to measure the int8 policy);
+  // the rule for "auto" is in models/diffusion_gemma_pack.cpp and docs/perf.md.
+  std::string compute_type = "auto";
 };
 
 class Model {
@@ -54,6 +56,8 @@ class Model {
   virtual ~Model() = default;
   virtual const ModelConfig& config() const = 0;
   virtual const GGUFFile& file() const = 0;
+  // The compute type resolved at load from LoadOptions::compute_type: "f32", "bf16" or "int8".
+  virtual const std::string& compute_type() const = 0;
 };
 
 }  // namespace diffrt

@@ -34,8 +34,8 @@ struct SamplerParams {
 
   static SamplerParams from(const SamplerDefaults& d);
   bool adaptive_stopping() const { return stability_threshold >= 0 && confidence_threshold > 0; }
-  // Throws InvalidArgument: steps < 1, t_min < 0, t_min >= t_max, entropy_bound <= 0,
-  // max_new_tokens < 1, non-finite values.
+  // Throws InvalidArgument: max_new_tokens < 1, steps outside [1, 4095] (the RNG address has 12
+  // bits for the step), t_min < 0, t_min >= t_max, entropy_bound <= 0, non-finite values.
   void validate() const;
 };
 

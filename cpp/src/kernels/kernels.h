@@ -18,12 +18,19 @@ namespace diffrt::kernels {
 // A weight matrix in a GGUF storage type (F32, F16, BF16, Q8_0), used in place.
 //  layout NK (default): W[n][k], rows of k elements, row_bytes apart  -> gemm computes x · Wᵀ
 //  layout KN (kn=true): B[k][n], rows of n elements, row_bytes apart  -> gemm computes x · B
+struct PackedMatrix;  // kernels/cpu/pack.h
+
 struct Matrix {
   GGMLType type = GGMLType::F32;
   const void* data = nullptr;
   int64_t n = 0, k = 0;   // output features, input features
   size_t row_bytes = 0;   // bytes between consecutive stored rows
   bool kn = false;
+  // compute_type bf16/int8: the same logical W[n][k] repacked at load for the fast GEMMs, as
+  // consecutive groups of packed_rows rows packed separately (one group per expert, or one for the
+  // whole matrix). gemm() uses it when set; rows() keeps it for a slice that is exactly one group.
+  const PackedMatrix* packed = nullptr;
+  int64_t packed_rows = 0;
   const uint8_t* row(int64_t i) const { return static_cast<const uint8_t*>(data) + size_t(i) * row_bytes; }
   // Rows [first, first + count) of an NK matrix as a matrix of their own (an expert's slice).
   Matrix rows(int64_t first, int64_t count) const;

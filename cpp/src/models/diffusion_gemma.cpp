@@ -152,11 +152,7 @@ void DiffusionGemma::denoise(Workspace& ws, KVCache& cache, const float* const* 
     softmax_rows(pool, ws.probs, V, M, V);  // probs [M, V]
     if (bf16_)
       for (int64_t i = 0; i < M * V; ++i) ws.probs[i] = round_to_bf16(ws.probs[i]);
-    Matrix e_kn = embd_;  // E [V][H] read as B[k = vocab][n = hidden]
-    e_kn.n = H;
-    e_kn.k = V;
-    e_kn.kn = true;
-    gemm(pool, ws.probs, V, M, e_kn, ws.h, H);  // soft [M, H]
+    gemm(pool, ws.probs, V, M, embd_kn_, ws.h, H);  // soft [M, H] = probs · E
     for (int64_t i = 0; i < M * H; ++i) ws.h[i] *= embed_scale_;
     rms_norm(pool, ws.h, H, M, H, sc_pre_norm_, eps, ws.xn, H);
     gemm(pool, ws.xn, H, M, sc_gate_, ws.g, I);

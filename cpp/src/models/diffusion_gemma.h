@@ -11,6 +11,7 @@
 
 #include "core/thread_pool.h"
 #include "diffrt/model.h"
+#include "kernels/cpu/pack.h"
 #include "kernels/kernels.h"
 
 namespace diffrt::dg {
@@ -62,6 +63,10 @@ class DiffusionGemma final : public Model {
   static std::shared_ptr<DiffusionGemma> open(const std::string& path, const LoadOptions& opt);
   const ModelConfig& config() const override { return cfg_; }
   const GGUFFile& file() const override { return *file_; }
+  const std::string& compute_type() const override { return compute_type_; }
+  // Largest k of a packed weight (0 for f32): a Session reserves the packed GEMM's activation
+  // buffer for (its tokens, this k) so that no step allocates.
+  int64_t packed_max_k() const { return packed_max_k_; }
 
   ThreadPool& pool() const { return *pool_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
@@ -85,6 +90,7 @@ class DiffusionGemma final : public Model {
 
  private:
   void load_weights();
+  void pack_weights(const std::string& requested);  // diffusion_gemma_pack.cpp
   void layer_forward(Workspace& ws, KVCache& cache, int il, bool encoder, const float* rope_cos,
                      const float* rope_sin, const int* rows, int n_rows, int S) const;
   void embed(const int32_t* ids, int64_t n, float* out) const;
@@ -98,6 +104,10 @@ class DiffusionGemma final : public Model {
   std::vector<std::vector<float>> vectors_;  // f32 copies of the small vectors
   bool bf16_ = false;
   float embed_scale_ = 1.f;
+  Matrix embd_kn_;                 // E [V][H] read as B[k = vocab][n = hidden] (self-conditioning)
+  std::string compute_type_ = "f32";
+  std::vector<std::unique_ptr<kernels::PackedMatrix[]>> packs_;  // owners of Matrix::packed
+  int64_t packed_max_k_ = 0;
 };
 
 }  // namespace diffrt::dg

@@ -125,13 +125,12 @@ ModelConfig read_config(const GGUFFile& f) {
 }  // namespace
 
 std::shared_ptr<DiffusionGemma> DiffusionGemma::open(const std::string& path, const LoadOptions& opt) {
-  if (opt.compute_type != "auto" && opt.compute_type != "f32")
-    throw ConfigError(path + ": compute_type '" + opt.compute_type + "' is not available yet (use 'auto' or 'f32')");
   auto m = std::shared_ptr<DiffusionGemma>(new DiffusionGemma());
   m->file_ = GGUFFile::open(path);
   m->cfg_ = read_config(*m->file_);
   m->load_weights();
   m->pool_ = std::make_unique<ThreadPool>(opt.threads);
+  m->pack_weights(opt.compute_type);
   return m;
 }
 

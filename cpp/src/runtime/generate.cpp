@@ -81,7 +81,11 @@ GenerateResult generate(Session& S, const Model& model, const std::vector<std::v
   // ---- every buffer the loop needs, allocated once ----
   std::vector<int32_t> canvas(BL), amax(BL), new_amax(BL), sampled(BL), commit(BL), history(size_t(s_hist) * BL);
   std::vector<uint8_t> accepted(BL), finished(B), finished_seq(B), done(B);
-  std::vector<float> H(BL), mean_H(B), sc(size_t(BL) * V);
+  std::vector<float> H(BL), mean_H(B);
+  // Self-conditioning input = this step's pl [B, L, V]: uninitialised (each row is written by the
+  // first step before it is read), so creating it costs no pass over B*L*V floats.
+  std::unique_ptr<float[]> sc_buf(new float[size_t(BL) * V]);
+  float* const sc = sc_buf.get();
   std::vector<int> order(BL);
   GenerateResult res;
   res.tokens.assign(B, {});
@@ -99,7 +103,7 @@ GenerateResult generate(Session& S, const Model& model, const std::vector<std::v
   auto position_job = [&](int i, int /*thread*/) {
     const int r = i / L, pos = i % L;
     if (finished[r]) return;  // frozen rows keep argmax, canvas and self-conditioning
-    float* pl = &sc[size_t(i) * V];
+    float* pl = sc + size_t(i) * V;
     SampleStream ss{p.seed, c, k, r, pos};
     TokenStats st = token_stats(logits + size_t(i) * V, T, pl, V, tape.active() ? nullptr : &ss);
     if (opt.self_cond_bf16) round_to_bf16(pl, V);
@@ -138,7 +142,7 @@ GenerateResult generate(Session& S, const Model& model, const std::vector<std::v
       for (int r = 0; r < B; ++r) res.decoder_passes[r] += !(finished[r] || finished_seq[r]);
 
       t0 = Clock::now();
-      logits = S.denoise(canvas.data(), have_sc ? sc.data() : nullptr);
+      logits = S.denoise(canvas.data(), have_sc ? sc : nullptr);
       res.denoise_s += since(t0);
 
       t0 = Clock::now();

@@ -27,6 +27,9 @@ CpuSession::CpuSession(std::shared_ptr<const dg::DiffusionGemma> model, int batc
     throw InvalidArgument("max_context " + std::to_string(max_context) + " is smaller than one canvas (" +
                           std::to_string(L) + " tokens)");
   const int64_t Mt = int64_t(batch) * L;
+  // bf16/int8: the packed GEMMs' activation buffers (one per calling thread) get their full size
+  // on first use instead of growing inside a step.
+  if (model_->packed_max_k() > 0) kernels::reserve_packed_gemm_scratch(Mt, model_->packed_max_k());
   const int H = c.n_embd, V = c.n_vocab, I = c.n_ff, E = c.n_expert, K = c.n_expert_used, Ie = c.n_ff_exp;
   const int qw = model_->max_q_width(), kvw = model_->max_kv_width();
   const int W = c.sliding_window;

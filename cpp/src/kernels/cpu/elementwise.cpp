@@ -2,9 +2,21 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/cpu_features.h"
 #include "kernels/kernels.h"
+#define DIFFRT_VEC_MATH_IMPL portable
+#include "kernels/cpu/vec_math.h"
 
 namespace diffrt::kernels {
+namespace cpu {
+const RowOps& row_ops_portable() { return portable::kOps; }
+const RowOps& row_ops() {
+  static const RowOps& ops = cpu_path() >= CpuPath::Avx512 ? row_ops_avx512()
+                             : cpu_path() == CpuPath::Avx2 ? row_ops_avx2()
+                                                           : row_ops_portable();
+  return ops;
+}
+}  // namespace cpu
 namespace {
 
 // Rows per task: enough work per task to amortise the dispatch.
@@ -39,38 +51,26 @@ void rms_norm(ThreadPool& pool, const float* x, int64_t ldx, int64_t rows, int n
 
 void gelu_tanh_mul(ThreadPool& pool, const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int n,
                    float* h, int64_t ldh) {
-  const float beta = float(M_SQRT2 * M_2_SQRTPI * 0.5), kappa = 0.044715f;
-  for_rows(pool, rows, 8 * int64_t(n), [&](int64_t r) {
-    const float* gr = g + r * ldg;
-    const float* ur = u + r * ldu;
-    float* hr = h + r * ldh;
-    for (int i = 0; i < n; ++i) {
-      float x = gr[i];
-      float inner = beta * (x + kappa * x * x * x);
-      hr[i] = (0.5f * x * (1.0f + std::tanh(inner))) * ur[i];
-    }
-  });
+  const auto& ops = cpu::row_ops();
+  for_rows(pool, rows, 8 * int64_t(n), [&](int64_t r) { ops.gelu_mul(g + r * ldg, u + r * ldu, h + r * ldh, n); });
 }
 
 void soft_cap(ThreadPool& pool, float* x, int64_t n, float cap) {
   constexpr int64_t chunk = 4096;
+  const auto& ops = cpu::row_ops();
   pool.parallel_for(int((n + chunk - 1) / chunk), [&](int t, int) {
-    int64_t i1 = std::min(n, (t + 1) * chunk);
-    for (int64_t i = t * chunk; i < i1; ++i) x[i] = std::tanh(x[i] / cap) * cap;
+    int64_t i0 = t * chunk, i1 = std::min(n, i0 + chunk);
+    ops.soft_cap(x + i0, i1 - i0, cap);
   });
 }
 
 void softmax_rows(ThreadPool& pool, float* x, int64_t ld, int64_t rows, int64_t n) {
+  const auto& ops = cpu::row_ops();
   for_rows(pool, rows, 4 * n, [&](int64_t r) {
     float* xr = x + r * ld;
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; ++i) mx = std::max(mx, xr[i]);
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; ++i) {
-      xr[i] = std::exp(xr[i] - mx);
-      sum += xr[i];
-    }
-    float inv = float(1.0 / sum);
+    const float inv = 1.0f / ops.exp_sub_sum(xr, n, mx);
     for (int64_t i = 0; i < n; ++i) xr[i] *= inv;
   });
 }

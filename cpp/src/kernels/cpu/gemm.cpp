@@ -9,6 +9,7 @@
 #include "core/cpu_features.h"
 #include "core/dtype.h"
 #include "kernels/cpu/gemm_panel.h"
+#include "kernels/cpu/pack.h"
 #include "kernels/kernels.h"
 
 namespace diffrt::kernels {
@@ -17,6 +18,10 @@ Matrix Matrix::rows(int64_t first, int64_t count) const {
   Matrix m = *this;
   m.data = row(first);
   m.n = count;
+  if (packed) {  // one whole packed group (an expert) keeps its pack; any other slice decodes
+    bool group = packed_rows > 0 && first % packed_rows == 0 && count == packed_rows;
+    m.packed = group ? packed + first / packed_rows : nullptr;
+  }
   return m;
 }
 
@@ -88,12 +93,13 @@ namespace {
 struct Path {
   PanelFn fn;
   int nr;
+  bool avx512_pack = false;  // F32 NK panels packed with AVX-512 transposes
 };
 
 Path panel_path() {
   switch (cpu_path()) {
     case CpuPath::Amx:
-    case CpuPath::Avx512: return {gemm_panel_avx512, 32};
+    case CpuPath::Avx512: return {gemm_panel_avx512, 32, true};
     case CpuPath::Avx2: return {gemm_panel_avx2, 16};
     default: return {gemm_panel_portable, 16};
   }
@@ -118,16 +124,43 @@ void pack_panel(const Matrix& w, int64_t n0, int nvalid, int64_t k0, int kc, int
     for (int kk = 0; kk < kc; ++kk) bp[kk * nr + j] = 0.f;
 }
 
-// One panel of NR output columns for rows [m0, m1).
-void run_panel(const Path& path, const float* x, int64_t ldx, int64_t m0, int64_t m1, const Matrix& w, int64_t panel,
-               float* y, int64_t ldy) {
+// Asks for the stored bytes of W that pack_panel(n0, nvalid, k0, kc) will read, so that a
+// panel's weights stream in from DRAM while the previous panel is being multiplied (without this
+// the GEMM waits on memory for large-N weights such as the LM head).
+void prefetch_panel(const Matrix& w, int64_t n0, int nvalid, int64_t k0, int kc) {
+  if (w.kn) {
+    const size_t off = ggml_row_bytes(w.type, n0), len = ggml_row_bytes(w.type, nvalid);
+    for (int kk = 0; kk < kc; ++kk)
+      for (size_t b = 0; b < len; b += 64) __builtin_prefetch(w.row(k0 + kk) + off + b, 0, 2);
+    return;
+  }
+  const size_t off = w.type == GGMLType::Q8_0 ? size_t(k0 / 32) * 34 : ggml_row_bytes(w.type, k0);
+  const size_t len = w.type == GGMLType::Q8_0 ? size_t((kc + 31) / 32) * 34 : ggml_row_bytes(w.type, kc);
+  for (int j = 0; j < nvalid; ++j)
+    for (size_t b = 0; b < len; b += 64) __builtin_prefetch(w.row(n0 + j) + off + b, 0, 2);
+}
+
+// Panels [p0, p1) of NR output columns each, for rows [m0, m1).
+void run_panels(const Path& path, const float* x, int64_t ldx, int64_t m0, int64_t m1, const Matrix& w, int64_t p0,
+                int64_t p1, float* y, int64_t ldy) {
   alignas(64) thread_local float bp[KC * 32];
-  int64_t n0 = panel * path.nr;
-  int nvalid = int(std::min<int64_t>(path.nr, w.n - n0));
-  for (int64_t k0 = 0; k0 < w.k; k0 += KC) {
-    int kc = int(std::min<int64_t>(KC, w.k - k0));
-    pack_panel(w, n0, nvalid, k0, kc, path.nr, bp);
-    path.fn(m1 - m0, kc, x + m0 * ldx + k0, ldx, bp, y + m0 * ldy + n0, ldy, nvalid, k0 > 0);
+  for (int64_t panel = p0; panel < p1; ++panel) {
+    const int64_t n0 = panel * path.nr;
+    const int nvalid = int(std::min<int64_t>(path.nr, w.n - n0));
+    for (int64_t k0 = 0; k0 < w.k; k0 += KC) {
+      const int kc = int(std::min<int64_t>(KC, w.k - k0));
+      if (path.avx512_pack && !w.kn && w.type == GGMLType::F32)
+        pack_f32_nk_avx512(static_cast<const uint8_t*>(w.data), w.row_bytes, n0, nvalid, k0, kc, bp);
+      else
+        pack_panel(w, n0, nvalid, k0, kc, path.nr, bp);
+      // Two panels ahead, whole panels, while this one computes (the run's first panels on entry).
+      if (k0 == 0)
+        for (int64_t ahead = panel == p0 ? 1 : 2; ahead <= 2 && panel + ahead < p1; ++ahead) {
+          const int64_t na = n0 + ahead * path.nr;
+          prefetch_panel(w, na, int(std::min<int64_t>(path.nr, w.n - na)), 0, int(w.k));
+        }
+      path.fn(m1 - m0, kc, x + m0 * ldx + k0, ldx, bp, y + m0 * ldy + n0, ldy, nvalid, k0 > 0);
+    }
   }
 }
 
@@ -142,10 +175,11 @@ void gemm_serial(const float* x, int64_t ldx, int64_t M, const Matrix& w, float*
     return;
   }
   int64_t panels = (w.n + path.nr - 1) / path.nr;
-  for (int64_t p = 0; p < panels; ++p) cpu::run_panel(path, x, ldx, 0, M, w, p, y, ldy);
+  cpu::run_panels(path, x, ldx, 0, M, w, 0, panels, y, ldy);
 }
 
 void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const Matrix& w, float* y, int64_t ldy) {
+  if (w.packed) return gemm_packed(pool, x, ldx, M, *w.packed, y, ldy);  // bf16 / int8 compute types
   cpu::Path path = cpu::panel_path();
   if (M <= 0 || w.n <= 0) return;
   if (w.k == 0) return gemm_serial(x, ldx, M, w, y, ldy);
@@ -156,10 +190,15 @@ void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const Matrix
   if (panels < want) m_chunks = std::min<int64_t>((want + panels - 1) / panels, (M + 7) / 8);
   m_chunks = std::max<int64_t>(m_chunks, 1);
   int64_t m_step = (M + m_chunks - 1) / m_chunks;
-  pool.parallel_for(int(panels * m_chunks), [&](int task, int) {
-    int64_t p = task % panels, c = task / panels;
+  // Tasks are runs of consecutive panels (so the next panel's weights can be prefetched), about
+  // 4 per thread for balance.
+  int64_t per = std::max<int64_t>(1, panels * m_chunks / want);
+  int64_t runs = (panels + per - 1) / per;
+  pool.parallel_for(int(runs * m_chunks), [&](int task, int) {
+    int64_t r = task % runs, c = task / runs;
     int64_t m0 = c * m_step, m1 = std::min(M, m0 + m_step);
-    if (m0 < m1) cpu::run_panel(path, x, ldx, m0, m1, w, p, y, ldy);
+    int64_t p0 = r * per, p1 = std::min(panels, p0 + per);
+    if (m0 < m1) cpu::run_panels(path, x, ldx, m0, m1, w, p0, p1, y, ldy);
   });
 }
 

@@ -53,3 +53,53 @@ void gemm_panel_avx512(int64_t M, int kc, const float* A, int64_t lda, const flo
 }
 
 }  // namespace diffrt::kernels::cpu
+
+namespace diffrt::kernels::cpu {
+namespace {
+
+// In-register transpose of a 16 x 16 block of floats (r[i] = row i in, column i out).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+  }
+}
+
+}  // namespace
+
+void pack_f32_nk_avx512(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc,
+                        float* bp) {
+  for (int j0 = 0; j0 < 32; j0 += 16) {
+    for (int c0 = 0; c0 < kc; c0 += 16) {
+      const int cols = kc - c0 < 16 ? kc - c0 : 16;
+      const __mmask16 m = cols == 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) {
+        const int j = j0 + i;
+        r[i] = j < nvalid ? _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(base + (n0 + j) * row_bytes) + k0 + c0)
+                          : _mm512_setzero_ps();
+      }
+      transpose16(r);  // r[c] = column c0 + c of the 16 rows
+      for (int c = 0; c < cols; ++c) _mm512_store_ps(bp + (c0 + c) * 32 + j0, r[c]);
+    }
+  }
+}
+
+}  // namespace diffrt::kernels::cpu

@@ -1,0 +1,208 @@
+// Row and elementwise ops on the device (norms, activations, RoPE, embedding, small helpers).
+// Numerics follow the CPU ops: RMSNorm sums squares in double, inv = 1 / sqrt(mean + eps) in f32.
+#include "kernels/cuda/common.cuh"
+
+namespace diffrt::kernels::cuda {
+
+void check(cudaError_t e, const char* what, const char* file, int line) {
+  if (e == cudaSuccess) return;
+  throw CudaError(std::string("CUDA error: ") + what + " failed at " + file + ":" + std::to_string(line) + ": " +
+                  cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+namespace {
+
+__global__ void rms_norm_kernel(const float* x, int64_t ldx, int n, const float* w, float eps, float* y,
+                                int64_t ldy) {
+  __shared__ double sh[32];
+  const float* xr = x + int64_t(blockIdx.x) * ldx;
+  float* yr = y + int64_t(blockIdx.x) * ldy;
+  double ss = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) ss += double(xr[i]) * double(xr[i]);
+  ss = block_sum(ss, sh);
+  const float ms = float(ss / double(n));
+  const float inv = 1.0f / sqrtf(ms + eps);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = w ? (xr[i] * inv) * w[i] : xr[i] * inv;
+}
+
+__device__ __forceinline__ float gelu_tanh(float x) {
+  const float beta = 0.7978845608028654f, kappa = 0.044715f;
+  return 0.5f * x * (1.0f + tanhf(beta * (x + kappa * x * x * x)));
+}
+
+__global__ void gelu_mul_kernel(const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int n,
+                                float* h, int64_t ldh) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * n) return;
+  const int64_t r = i / n, c = i % n;
+  h[r * ldh + c] = gelu_tanh(g[r * ldg + c]) * u[r * ldu + c];
+}
+
+__global__ void soft_cap_kernel(float* x, int64_t n, float cap) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = tanhf(x[i] / cap) * cap;
+}
+
+__global__ void softmax_kernel(const float* src, float* dst, int64_t ld, int64_t n) {
+  __shared__ float shf[32];
+  __shared__ double shd[32];
+  const float* s = src + int64_t(blockIdx.x) * ld;
+  float* d = dst + int64_t(blockIdx.x) * ld;
+  float mx = -INFINITY;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) mx = fmaxf(mx, s[i]);
+  mx = block_max(mx, shf);
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float e = expf(s[i] - mx);
+    d[i] = e;
+    sum += e;
+  }
+  sum = block_sum(sum, shd);
+  const float inv = 1.0f / float(sum);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) d[i] *= inv;
+}
+
+__global__ void round_bf16_kernel(float* x, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = round_bf16(x[i]);
+}
+__global__ void scale_kernel(float* x, int64_t n, float s) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] *= s;
+}
+__global__ void add_kernel(float* x, const float* y, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += y[i];
+}
+__global__ void add_scale_kernel(float* x, const float* y, int64_t n, float s) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = (x[i] + y[i]) * s;
+}
+
+template <class T>
+__global__ void embed_kernel(const T* E, int64_t ld, int64_t H, const int32_t* ids, float scale, float* out) {
+  const int64_t t = blockIdx.x;
+  const T* row = E + int64_t(ids[t]) * ld;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) out[t * H + i] = load_w(row, i) * scale;
+}
+
+__global__ void rope_kernel(float* x, int64_t ldx, int n_head, int hd, const int32_t* pos, const float* cos,
+                            const float* sin) {
+  const int64_t t = blockIdx.x;
+  const int half = hd / 2;
+  const float* c = cos + int64_t(pos[t]) * half;
+  const float* s = sin + int64_t(pos[t]) * half;
+  for (int i = threadIdx.x; i < n_head * half; i += blockDim.x) {
+    const int h = i / half, j = i % half;
+    float* v = x + t * ldx + int64_t(h) * hd;
+    const float a = v[j], b = v[j + half];
+    v[j] = a * c[j] - b * s[j];
+    v[j + half] = b * c[j] + a * s[j];
+  }
+}
+
+__global__ void fill_uniform_kernel(void* data, int t, int64_t n, float a, uint64_t seed) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  uint32_t ctr[4] = {uint32_t(i), uint32_t(uint64_t(i) >> 32), 0x5EEDu, 0u}, out[4];
+  philox4x32(ctr, seed, out);
+  const float u = (float(out[0] >> 8) + 0.5f) * (1.0f / 16777216.0f);  // (0, 1)
+  const float v = (2.f * u - 1.f) * a;
+  if (t == int(WType::BF16))
+    static_cast<uint16_t*>(data)[i] = f32_to_bf16_bits(v);
+  else
+    static_cast<float*>(data)[i] = v;
+}
+__global__ void fill_value_kernel(float* x, int64_t n, float v) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = v;
+}
+__global__ void f32_to_bf16_kernel(const float* s, uint16_t* d, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) d[i] = f32_to_bf16_bits(s[i]);
+}
+
+}  // namespace
+
+void rms_norm(cudaStream_t st, const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps, float* y,
+              int64_t ldy) {
+  if (rows <= 0) return;
+  if (rows > 0x7FFFFFFF) throw CudaError("cuda::rms_norm: too many rows");
+  rms_norm_kernel<<<unsigned(rows), kBlock, 0, st>>>(x, ldx, n, w, eps, y, ldy);
+  DIFFRT_CUDA_LAUNCHED("cuda::rms_norm");
+}
+
+void gelu_tanh_mul(cudaStream_t st, const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int n,
+                   float* h, int64_t ldh) {
+  if (rows <= 0 || n <= 0) return;
+  gelu_mul_kernel<<<blocks_for(rows * n), kBlock, 0, st>>>(g, ldg, u, ldu, rows, n, h, ldh);
+  DIFFRT_CUDA_LAUNCHED("cuda::gelu_tanh_mul");
+}
+
+void soft_cap(cudaStream_t st, float* x, int64_t n, float cap) {
+  if (n <= 0) return;
+  soft_cap_kernel<<<blocks_for(n), kBlock, 0, st>>>(x, n, cap);
+  DIFFRT_CUDA_LAUNCHED("cuda::soft_cap");
+}
+
+void softmax_rows(cudaStream_t st, const float* src, float* dst, int64_t ld, int64_t rows, int64_t n) {
+  if (rows <= 0) return;
+  softmax_kernel<<<unsigned(rows), kBlock, 0, st>>>(src, dst, ld, n);
+  DIFFRT_CUDA_LAUNCHED("cuda::softmax_rows");
+}
+
+void round_to_bf16(cudaStream_t st, float* x, int64_t n) {
+  if (n <= 0) return;
+  round_bf16_kernel<<<blocks_for(n), kBlock, 0, st>>>(x, n);
+  DIFFRT_CUDA_LAUNCHED("cuda::round_to_bf16");
+}
+void scale(cudaStream_t st, float* x, int64_t n, float s) {
+  if (n <= 0) return;
+  scale_kernel<<<blocks_for(n), kBlock, 0, st>>>(x, n, s);
+  DIFFRT_CUDA_LAUNCHED("cuda::scale");
+}
+void add(cudaStream_t st, float* x, const float* y, int64_t n) {
+  if (n <= 0) return;
+  add_kernel<<<blocks_for(n), kBlock, 0, st>>>(x, y, n);
+  DIFFRT_CUDA_LAUNCHED("cuda::add");
+}
+void add_scale(cudaStream_t st, float* x, const float* y, int64_t n, float s) {
+  if (n <= 0) return;
+  add_scale_kernel<<<blocks_for(n), kBlock, 0, st>>>(x, y, n, s);
+  DIFFRT_CUDA_LAUNCHED("cuda::add_scale");
+}
+
+void embed(cudaStream_t st, const DMatrix& E, const int32_t* ids, int64_t n, float scale, float* out) {
+  if (n <= 0) return;
+  if (E.type == WType::BF16)
+    embed_kernel<uint16_t><<<unsigned(n), kBlock, 0, st>>>(static_cast<const uint16_t*>(E.data), E.ld, E.k, ids,
+                                                           scale, out);
+  else
+    embed_kernel<float><<<unsigned(n), kBlock, 0, st>>>(static_cast<const float*>(E.data), E.ld, E.k, ids, scale, out);
+  DIFFRT_CUDA_LAUNCHED("cuda::embed");
+}
+
+void rope(cudaStream_t st, float* x, int64_t ldx, int64_t tokens, int n_head, int hd, const int32_t* pos,
+          const float* cos, const float* sin) {
+  if (tokens <= 0) return;
+  rope_kernel<<<unsigned(tokens), kBlock, 0, st>>>(x, ldx, n_head, hd, pos, cos, sin);
+  DIFFRT_CUDA_LAUNCHED("cuda::rope");
+}
+
+void fill_uniform(cudaStream_t st, void* data, WType t, int64_t n, float a, uint64_t seed) {
+  if (n <= 0) return;
+  fill_uniform_kernel<<<blocks_for(n), kBlock, 0, st>>>(data, int(t), n, a, seed);
+  DIFFRT_CUDA_LAUNCHED("cuda::fill_uniform");
+}
+void fill_value(cudaStream_t st, float* data, int64_t n, float v) {
+  if (n <= 0) return;
+  fill_value_kernel<<<blocks_for(n), kBlock, 0, st>>>(data, n, v);
+  DIFFRT_CUDA_LAUNCHED("cuda::fill_value");
+}
+void f32_to_bf16(cudaStream_t st, const float* src, void* dst, int64_t n) {
+  if (n <= 0) return;
+  f32_to_bf16_kernel<<<blocks_for(n), kBlock, 0, st>>>(src, static_cast<uint16_t*>(dst), n);
+  DIFFRT_CUDA_LAUNCHED("cuda::f32_to_bf16");
+}
+
+}  // namespace diffrt::kernels::cuda

@@ -1,0 +1,212 @@
+// GEMMs on the device: y = x · Wᵀ with f32 accumulation, plain and grouped by expert.
+//  - SIMT kernel (any weight type, f32 activations): 64x64 output tile per 256-thread block, K in
+//    steps of 16 through shared memory, 4x4 outputs per thread. Exact f32 products, the reference.
+//  - Tensor-core kernel (bf16 weights, activations rounded to bf16, f32 accumulation) via WMMA
+//    16x16x16 fragments: 64x64 tile per 4-warp block, each warp 32x32. Used for compute type bf16.
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include "kernels/cuda/common.cuh"
+
+namespace diffrt::kernels::cuda {
+namespace {
+
+constexpr int BM = 64, BN = 64, BK = 16;
+constexpr int TBK = 32;  // tensor-core kernel: K step
+static_assert(TBK % 16 == 0, "the tensor-core K step is a whole number of 16-wide fragments");
+
+// One BMxBN tile of C[m][n] = Σ_k A[m][k] W(n, k); W(n, k) = W[n*ldw + k] (NK) or W[k*ldw + n] (KN).
+template <class T>
+__device__ void simt_tile(const float* __restrict__ A, int64_t lda, int64_t M, const T* __restrict__ W, int64_t N,
+                          int64_t K, int64_t ldw, bool kn, float* __restrict__ C, int64_t ldc, int64_t m0, int64_t n0) {
+  __shared__ float As[BK][BM + 4];
+  __shared__ float Bs[BK][BN + 4];
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+  for (int64_t k0 = 0; k0 < K; k0 += BK) {
+    for (int i = tid; i < BM * BK; i += blockDim.x) {
+      const int m = i / BK, kk = i % BK;
+      const int64_t gm = m0 + m, gk = k0 + kk;
+      As[kk][m] = (gm < M && gk < K) ? A[gm * lda + gk] : 0.f;
+    }
+    if (!kn) {
+      for (int i = tid; i < BN * BK; i += blockDim.x) {
+        const int n = i / BK, kk = i % BK;
+        const int64_t gn = n0 + n, gk = k0 + kk;
+        Bs[kk][n] = (gn < N && gk < K) ? load_w(W, gn * ldw + gk) : 0.f;
+      }
+    } else {
+      for (int i = tid; i < BN * BK; i += blockDim.x) {
+        const int n = i % BN, kk = i / BN;
+        const int64_t gn = n0 + n, gk = k0 + kk;
+        Bs[kk][n] = (gn < N && gk < K) ? load_w(W, gk * ldw + gn) : 0.f;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t gm = m0 + ty + 16 * i;
+    if (gm >= M) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t gn = n0 + tx + 16 * j;
+      if (gn < N) C[gm * ldc + gn] = acc[i][j];
+    }
+  }
+}
+
+// Tensor-core tile (NK bf16 weights): A rounded to bf16 on the way into shared memory.
+__device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, const uint16_t* __restrict__ W,
+                          int64_t N, int64_t K, int64_t ldw, bool kn, float* __restrict__ C, int64_t ldc, int64_t m0,
+                          int64_t n0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using namespace nvcuda;
+  __shared__ __align__(32) __nv_bfloat16 As[BM][TBK + 8];
+  __shared__ __align__(32) __nv_bfloat16 Bs[BN][TBK + 8];
+  __shared__ __align__(32) float Cs[BM][BN + 4];
+  const int tid = threadIdx.x, warp = tid / 32, wm = warp / 2, wn = warp % 2;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+  const __nv_bfloat16* Wb = reinterpret_cast<const __nv_bfloat16*>(W);
+  for (int64_t k0 = 0; k0 < K; k0 += TBK) {
+    for (int i = tid; i < BM * TBK; i += blockDim.x) {
+      const int m = i / TBK, kk = i % TBK;
+      const int64_t gm = m0 + m, gk = k0 + kk;
+      As[m][kk] = __float2bfloat16_rn((gm < M && gk < K) ? A[gm * lda + gk] : 0.f);
+    }
+    if (!kn) {
+      for (int i = tid; i < BN * TBK; i += blockDim.x) {
+        const int n = i / TBK, kk = i % TBK;
+        const int64_t gn = n0 + n, gk = k0 + kk;
+        Bs[n][kk] = (gn < N && gk < K) ? Wb[gn * ldw + gk] : __float2bfloat16_rn(0.f);
+      }
+    } else {
+      for (int i = tid; i < BN * TBK; i += blockDim.x) {
+        const int n = i % BN, kk = i / BN;
+        const int64_t gn = n0 + n, gk = k0 + kk;
+        Bs[n][kk] = (gn < N && gk < K) ? Wb[gk * ldw + gn] : __float2bfloat16_rn(0.f);
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < TBK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &As[wm * 32 + i * 16][kk], TBK + 8);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], &Bs[wn * 32 + j * 16][kk], TBK + 8);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], BN + 4, wmma::mem_row_major);
+  __syncthreads();
+  for (int i = tid; i < BM * BN; i += blockDim.x) {
+    const int m = i / BN, n = i % BN;
+    const int64_t gm = m0 + m, gn = n0 + n;
+    if (gm < M && gn < N) C[gm * ldc + gn] = Cs[m][n];
+  }
+#endif
+}
+
+template <class T>
+__global__ void __launch_bounds__(256) simt_gemm_kernel(const float* A, int64_t lda, int64_t M, const T* W, int64_t N,
+                                                        int64_t K, int64_t ldw, bool kn, float* C, int64_t ldc) {
+  simt_tile<T>(A, lda, M, W, N, K, ldw, kn, C, ldc, int64_t(blockIdx.y) * BM, int64_t(blockIdx.x) * BN);
+}
+
+__global__ void __launch_bounds__(128) wmma_gemm_kernel(const float* A, int64_t lda, int64_t M, const uint16_t* W,
+                                                        int64_t N, int64_t K, int64_t ldw, bool kn, float* C,
+                                                        int64_t ldc) {
+  wmma_tile(A, lda, M, W, N, K, ldw, kn, C, ldc, int64_t(blockIdx.y) * BM, int64_t(blockIdx.x) * BN);
+}
+
+// Grouped: blockIdx.y is a tile of the device-built list tiles = [count, (expert, first row)...];
+// expert e owns rows [offset[e], offset[e+1]) of A and C and the weight rows [e*N, (e+1)*N).
+template <class T, bool TC>
+__global__ void __launch_bounds__(TC ? 128 : 256) grouped_gemm_kernel(const float* A, int64_t lda, const T* W,
+                                                                      int64_t N, int64_t K, int64_t ldw,
+                                                                      const int32_t* offset, const int32_t* tiles,
+                                                                      float* C, int64_t ldc) {
+  const int t = blockIdx.y;
+  if (t >= tiles[0]) return;
+  const int e = tiles[1 + 2 * t], m0 = tiles[2 + 2 * t];
+  const int64_t base = offset[e], rows = offset[e + 1] - base;
+  const T* We = W + int64_t(e) * N * ldw;
+  if constexpr (TC)
+    wmma_tile(A + base * lda, lda, rows, We, N, K, ldw, false, C + base * ldc, ldc, m0, int64_t(blockIdx.x) * BN);
+  else
+    simt_tile<T>(A + base * lda, lda, rows, We, N, K, ldw, false, C + base * ldc, ldc, m0, int64_t(blockIdx.x) * BN);
+}
+
+}  // namespace
+
+void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix& w, float* y, int64_t ldy,
+          bool allow_bf16_act) {
+  if (M <= 0 || w.n <= 0) return;
+  const dim3 grid(unsigned((w.n + BN - 1) / BN), unsigned((M + BM - 1) / BM));
+  if (grid.y > 65535) throw CudaError("cuda::gemm: M too large for one launch");
+  if (w.type == WType::BF16 && allow_bf16_act) {
+    wmma_gemm_kernel<<<grid, 128, 0, st>>>(x, ldx, M, static_cast<const uint16_t*>(w.data), w.n, w.k, w.ld, w.kn, y,
+                                           ldy);
+  } else if (w.type == WType::BF16) {
+    simt_gemm_kernel<uint16_t><<<grid, 256, 0, st>>>(x, ldx, M, static_cast<const uint16_t*>(w.data), w.n, w.k, w.ld,
+                                                     w.kn, y, ldy);
+  } else {
+    simt_gemm_kernel<float><<<grid, 256, 0, st>>>(x, ldx, M, static_cast<const float*>(w.data), w.n, w.k, w.ld, w.kn,
+                                                  y, ldy);
+  }
+  DIFFRT_CUDA_LAUNCHED("cuda::gemm");
+}
+
+void grouped_gemm(cudaStream_t st, const float* x, int64_t ldx, const DMatrix& w_all, int64_t n_per_expert,
+                  const int32_t* offset, const int32_t* tiles, int64_t max_tiles, float* y, int64_t ldy,
+                  bool allow_bf16_act) {
+  if (max_tiles <= 0) return;
+  if (max_tiles > 65535) throw CudaError("cuda::grouped_gemm: too many tiles for one launch");
+  const dim3 grid(unsigned((n_per_expert + BN - 1) / BN), unsigned(max_tiles));
+  if (w_all.type == WType::BF16 && allow_bf16_act) {
+    grouped_gemm_kernel<uint16_t, true><<<grid, 128, 0, st>>>(x, ldx, static_cast<const uint16_t*>(w_all.data),
+                                                              n_per_expert, w_all.k, w_all.ld, offset, tiles, y, ldy);
+  } else if (w_all.type == WType::BF16) {
+    grouped_gemm_kernel<uint16_t, false><<<grid, 256, 0, st>>>(x, ldx, static_cast<const uint16_t*>(w_all.data),
+                                                               n_per_expert, w_all.k, w_all.ld, offset, tiles, y, ldy);
+  } else {
+    grouped_gemm_kernel<float, false><<<grid, 256, 0, st>>>(x, ldx, static_cast<const float*>(w_all.data),
+                                                            n_per_expert, w_all.k, w_all.ld, offset, tiles, y, ldy);
+  }
+  DIFFRT_CUDA_LAUNCHED("cuda::grouped_gemm");
+}
+
+int64_t gemm_tile_rows() { return BM; }
+
+}  // namespace diffrt::kernels::cuda

@@ -1,0 +1,96 @@
+// DiffusionGemma compute types: resolving LoadOptions::compute_type and repacking the weights once
+// at load for the packed bf16 / int8 GEMMs (kernels/cpu/pack.h).
+//
+// The rule for "auto" (also in docs/perf.md):
+//   Q8_0 weights                                  -> int8
+//   BF16 weights, on a CPU with AVX512-BF16 or AMX -> bf16
+//   anything else (F32, F16, or no bf16 hardware)  -> f32
+// (DIFFRT_CPU_PATH below avx512 counts as no bf16 hardware.)
+//
+// What is packed, per compute type (everything else stays in f32 / its stored type):
+//   router projection: never (near-tied router scores pick different experts in low precision;
+//     it is [E][H], a negligible share of the work)
+//   bf16: every other matrix -> bf16 weights, bf16 activations, f32 accumulation
+//   int8 (default): attention, dense MLP, experts, self-conditioning MLP and the LM head -> W8A8;
+//     the self-conditioning product probs · E -> W8A16: its activations are probabilities, and a
+//     per-row int8 scale (max/127) rounds every probability below max/254 to zero.
+//     Measured on the conditioned bf16 tiny model (docs/perf.md): W8A16 for the self-conditioning
+//     product lowers the self-conditioned logits' error 4.7e-2 -> 4.4e-2; W8A16 for the LM head
+//     changes nothing measurable (5.44e-2 -> 5.38e-2), so it stays W8A8; the error is spread over
+//     the layers (W8A16 experts alone: 5.4e-2 -> 4.3e-2), which is what int8-w8a16 buys.
+//   int8-w8a8 / int8-w8a16: every packed matrix in that one form (to measure the policy above)
+#include <string>
+
+#include "diffrt/error.h"
+#include "models/diffusion_gemma.h"
+
+namespace diffrt::dg {
+namespace {
+
+enum class Form { None, Bf16, W8A8, W8A16 };
+
+kernels::PackedMatrix pack(ThreadPool& pool, const Matrix& m, Form f) {
+  switch (f) {
+    case Form::Bf16: return kernels::pack_bf16(pool, m);
+    case Form::W8A8: return kernels::pack_int8(pool, m);
+    default: return kernels::pack_w8a16(pool, m);
+  }
+}
+
+}  // namespace
+
+void DiffusionGemma::pack_weights(const std::string& requested) {
+  embd_kn_ = embd_;
+  embd_kn_.n = cfg_.n_embd;
+  embd_kn_.k = cfg_.n_vocab;
+  embd_kn_.kn = true;
+
+  const GGMLType stored = layers_.empty() ? embd_.type : layers_[0].q.type;
+  std::string type = requested;
+  if (type == "auto") {
+    bool bf16_hw = kernels::packed_gemm_path(kernels::PackedMatrix::Kind::BF16) >= CpuPath::Avx512;
+    type = stored == GGMLType::Q8_0 ? "int8" : (stored == GGMLType::BF16 && bf16_hw) ? "bf16" : "f32";
+  }
+  Form layer_form, lm_head_form, self_cond_form;
+  if (type == "f32") {
+    layer_form = lm_head_form = self_cond_form = Form::None;
+  } else if (type == "bf16") {
+    layer_form = lm_head_form = self_cond_form = Form::Bf16;
+  } else if (type == "int8") {
+    layer_form = lm_head_form = Form::W8A8;
+    self_cond_form = Form::W8A16;
+  } else if (type == "int8-w8a8") {
+    layer_form = lm_head_form = self_cond_form = Form::W8A8;
+  } else if (type == "int8-w8a16") {
+    layer_form = lm_head_form = self_cond_form = Form::W8A16;
+  } else {
+    throw ConfigError(file_->path() + ": compute_type '" + requested +
+                      "' is not one of auto, f32, bf16, int8, int8-w8a8, int8-w8a16");
+  }
+  compute_type_ = type;
+  if (layer_form == Form::None) return;
+
+  ThreadPool& pool = *pool_;
+  // Packs m as `groups` equal row groups (experts) and points m at them.
+  auto pack_into = [&](Matrix& m, Form f, int64_t groups = 1) {
+    const int64_t rows = m.n / groups;
+    std::unique_ptr<kernels::PackedMatrix[]> arr(new kernels::PackedMatrix[size_t(groups)]);
+    for (int64_t g = 0; g < groups; ++g) arr[size_t(g)] = pack(pool, groups == 1 ? m : m.rows(g * rows, rows), f);
+    m.packed = arr.get();
+    m.packed_rows = rows;
+    packed_max_k_ = std::max(packed_max_k_, m.k);
+    packs_.push_back(std::move(arr));
+  };
+  const int E = cfg_.n_expert;
+  for (LayerWeights& L : layers_) {
+    for (Matrix* m : {&L.q, &L.k, &L.o, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) pack_into(*m, layer_form);
+    if (L.sliding) pack_into(L.v, layer_form);
+    pack_into(L.gate_up_exps, layer_form, E);
+    pack_into(L.down_exps, layer_form, E);
+  }
+  for (Matrix* m : {&sc_gate_, &sc_up_, &sc_down_}) pack_into(*m, layer_form);
+  pack_into(embd_, lm_head_form);
+  pack_into(embd_kn_, self_cond_form);
+}
+
+}  // namespace diffrt::dg

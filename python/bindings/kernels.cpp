@@ -1,0 +1,172 @@
+// diffrt._core._kernels: thin bindings of the CPU kernels, for op-level tests against numpy.
+// Not an API: shapes are checked only as far as needed to stay memory-safe.
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <diffrt/error.h>
+
+#include "bindings.h"
+#include "core/cpu_features.h"
+#include "kernels/kernels.h"
+
+namespace {
+
+using namespace diffrt;
+using F32 = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
+using I32 = nb::ndarray<const int32_t, nb::c_contig, nb::device::cpu>;
+using U8 = nb::ndarray<const uint8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+ThreadPool& pool() {
+  static ThreadPool p(0);
+  return p;
+}
+
+nb::ndarray<nb::numpy, float> out_array(std::vector<size_t> shape) {
+  size_t n = 1;
+  for (size_t s : shape) n *= s;
+  float* data = new float[n];
+  std::memset(data, 0, n * sizeof(float));
+  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+  return nb::ndarray<nb::numpy, float>(data, shape.size(), shape.data(), owner);
+}
+
+GGMLType type_of(const std::string& t) {
+  if (t == "F32") return GGMLType::F32;
+  if (t == "F16") return GGMLType::F16;
+  if (t == "BF16") return GGMLType::BF16;
+  if (t == "Q8_0") return GGMLType::Q8_0;
+  throw InvalidArgument("unknown type " + t);
+}
+
+void need(bool ok, const char* what) {
+  if (!ok) throw InvalidArgument(what);
+}
+
+}  // namespace
+
+void register_kernels(nb::module_& parent) {
+  nb::module_ m = parent.def_submodule("_kernels", "CPU kernels, for tests");
+  m.def("path", [] { return std::string(cpu_path_name(cpu_path())); });
+
+  // y = x · Wᵀ (kn=False, w raw rows [n][row_bytes]) or x · B (kn=True, w raw rows [k][row_bytes]).
+  m.def("gemm", [](F32 x, U8 w, const std::string& type, int64_t n, int64_t k, bool kn, bool serial) {
+    need(x.ndim() == 2 && int64_t(x.shape(1)) == k, "x must be [M, k]");
+    kernels::Matrix mat;
+    mat.type = type_of(type);
+    mat.data = w.data();
+    mat.n = n;
+    mat.k = k;
+    mat.kn = kn;
+    mat.row_bytes = w.shape(1);
+    need(int64_t(w.shape(0)) == (kn ? k : n), "w rows");
+    need(mat.row_bytes >= ggml_row_bytes(mat.type, kn ? n : k), "w row bytes");
+    const int64_t M = x.shape(0);
+    auto y = out_array({size_t(M), size_t(n)});
+    nb::gil_scoped_release nogil;
+    if (serial)
+      kernels::gemm_serial(x.data(), k, M, mat, y.data(), n);
+    else
+      kernels::gemm(pool(), x.data(), k, M, mat, y.data(), n);
+    return y;
+  }, nb::arg("x"), nb::arg("w"), nb::arg("type"), nb::arg("n"), nb::arg("k"), nb::arg("kn") = false,
+     nb::arg("serial") = false);
+
+  m.def("rms_norm", [](F32 x, std::optional<F32> w, float eps) {
+    need(x.ndim() == 2, "x must be 2-D");
+    const int64_t rows = x.shape(0), n = x.shape(1);
+    if (w) need(int64_t(w->size()) == n, "w size");
+    auto y = out_array({size_t(rows), size_t(n)});
+    kernels::rms_norm(pool(), x.data(), n, rows, int(n), w ? w->data() : nullptr, eps, y.data(), n);
+    return y;
+  }, nb::arg("x"), nb::arg("w").none(), nb::arg("eps"));
+
+  m.def("gelu_tanh_mul", [](F32 g, F32 u) {
+    need(g.ndim() == 2 && u.ndim() == 2 && g.shape(0) == u.shape(0) && g.shape(1) == u.shape(1), "shapes");
+    const int64_t rows = g.shape(0), n = g.shape(1);
+    auto h = out_array({size_t(rows), size_t(n)});
+    kernels::gelu_tanh_mul(pool(), g.data(), n, u.data(), n, rows, int(n), h.data(), n);
+    return h;
+  });
+
+  m.def("softmax", [](F32 x) {
+    need(x.ndim() == 2, "x must be 2-D");
+    const int64_t rows = x.shape(0), n = x.shape(1);
+    auto y = out_array({size_t(rows), size_t(n)});
+    std::memcpy(y.data(), x.data(), sizeof(float) * rows * n);
+    kernels::softmax_rows(pool(), y.data(), n, rows, n);
+    return y;
+  });
+
+  m.def("soft_cap", [](F32 x, float cap) {
+    auto y = out_array({x.size()});
+    std::memcpy(y.data(), x.data(), sizeof(float) * x.size());
+    kernels::soft_cap(pool(), y.data(), int64_t(x.size()), cap);
+    return y;
+  });
+
+  // x [T, n_head, hd]; pos [T]; cos/sin [P, hd/2]
+  m.def("rope", [](F32 x, I32 pos, F32 cos, F32 sin) {
+    need(x.ndim() == 3 && pos.size() == x.shape(0) && cos.ndim() == 2 && cos.shape(1) * 2 == x.shape(2), "shapes");
+    for (size_t i = 0; i < pos.size(); ++i) need(pos.data()[i] >= 0 && size_t(pos.data()[i]) < cos.shape(0), "pos");
+    const size_t T = x.shape(0), nh = x.shape(1), hd = x.shape(2);
+    auto y = out_array({T, nh, hd});
+    std::memcpy(y.data(), x.data(), sizeof(float) * x.size());
+    kernels::rope(pool(), y.data(), int64_t(nh * hd), int64_t(T), int(nh), int(hd), pos.data(), cos.data(), sin.data());
+    return y;
+  });
+
+  // One row: q [S, nh, hd], k/v [kv, nk, hd]; keys at key_pos0.., queries at q_pos0..
+  m.def("attention", [](F32 q, F32 k, F32 v, int key_pos0, int q_pos0, bool causal, int window) {
+    need(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3 && q.shape(2) == k.shape(2), "shapes");
+    need(k.shape(0) == v.shape(0) && k.shape(1) == v.shape(1) && k.shape(2) == v.shape(2), "k/v shapes");
+    const int S = int(q.shape(0)), nh = int(q.shape(1)), hd = int(q.shape(2));
+    const int kv = int(k.shape(0)), nk = int(k.shape(1));
+    need(kv > 0 && nh % kv == 0, "GQA heads");
+    auto out = out_array({size_t(S), size_t(nh), size_t(hd)});
+    std::vector<float> scratch(size_t(pool().size()) * kernels::attention_scratch_floats(nk));
+    kernels::AttentionArgs a;
+    a.n_rows = 1;
+    a.n_q = S;
+    a.n_head = nh;
+    a.n_kv_head = kv;
+    a.head_dim = hd;
+    a.q = q.data();
+    a.ldq = int64_t(nh) * hd;
+    a.k = k.data();
+    a.v = v.data();
+    a.kv_head_stride = int64_t(nk) * hd;
+    a.n_keys = &nk;
+    a.key_pos0 = &key_pos0;
+    a.q_pos0 = &q_pos0;
+    a.causal = causal;
+    a.window = window;
+    a.out = out.data();
+    a.ldo = int64_t(nh) * hd;
+    a.scratch = scratch.data();
+    a.scratch_per_thread = kernels::attention_scratch_floats(nk);
+    kernels::attention(pool(), a);
+    return out;
+  });
+
+  // Router: r [M, H], scale [H], proj [E, H] f32, per_expert_scale [E] -> (idx [M, K] as f32, w [M, K])
+  m.def("router_topk", [](F32 r, F32 scale, F32 proj, F32 pes, int top_k, float eps) {
+    need(r.ndim() == 2 && proj.ndim() == 2 && proj.shape(1) == r.shape(1), "shapes");
+    const int64_t M = r.shape(0);
+    const int H = int(r.shape(1)), E = int(proj.shape(0));
+    need(top_k >= 1 && top_k <= E && int(pes.size()) == E && int(scale.size()) == H, "sizes");
+    std::vector<float> z(size_t(M) * H), scores(size_t(M) * E);
+    std::vector<int32_t> idx(size_t(M) * top_k);
+    auto w = out_array({size_t(M), size_t(top_k)});
+    auto fidx = out_array({size_t(M), size_t(top_k)});
+    kernels::router_topk(pool(), r.data(), H, M, H, scale.data(), kernels::f32_matrix(proj.data(), E, H, H),
+                         pes.data(), top_k, eps, z.data(), scores.data(), idx.data(), w.data());
+    for (size_t i = 0; i < idx.size(); ++i) fidx.data()[i] = float(idx[i]);
+    return nb::make_tuple(fidx, w);
+  });
+}

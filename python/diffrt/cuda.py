@@ -1,0 +1,76 @@
+"""The CUDA backend from Python (owner: cuda).
+
+    diffrt.cuda_available()                       # False without the module, a driver or a GPU; never raises
+    m = diffrt.load(path, device="cuda")          # weights uploaded once (compute_type "auto" | "f32" | "bf16")
+    s = m.session(batch=4)                        # the usual Session API, run on the GPU
+    diffrt.cuda.generate(m, prompts, **params)    # the C++ generation loop on GPU passes
+    diffrt.cuda.random_model(config, "bf16")      # random weights made on the device (benchmarks)
+
+The generation loop's sampler runs on the CPU over logits copied back each step (exactly the CPU
+engine's sampler); the device-resident step (decoder + sampler, optionally a CUDA graph) is
+`Session._s.step(...)`, used by tools/bench_gpu.py.
+"""
+
+from __future__ import annotations
+
+
+def cuda_available() -> bool:
+    """True when diffrt was built with CUDA and a driver and at least one GPU are usable."""
+    try:
+        from . import _cuda
+    except ImportError:
+        return False
+    try:
+        return bool(_cuda.cuda_available())
+    except Exception:  # noqa: BLE001 - a broken driver means "not available", never an import failure
+        return False
+
+
+def _module():
+    if not cuda_available():
+        raise ValueError("device='cuda': no CUDA device available (or diffrt was built without CUDA); use device='cpu'")
+    from . import _cuda
+
+    return _cuda
+
+
+def load_engine(model):
+    """The _cuda.Model for a diffrt.Model opened with device="cuda"."""
+    ct = getattr(model, "requested_compute_type", "auto")
+    if ct not in ("auto", "f32", "bf16"):
+        raise ValueError(f"device='cuda': compute_type must be 'auto', 'f32' or 'bf16', got {ct!r}")
+    return _module().Model.load(model.path, ct)
+
+
+def random_model(config: dict, dtype: str = "bf16", seed: int = 0):
+    """A _cuda.Model with random weights of the given shape (keys as Model.config; head_dim /
+    n_kv_head may be ints with global_head_dim / n_kv_head_full for the full layers)."""
+    if dtype not in ("f32", "bf16"):
+        raise ValueError(f"dtype must be 'f32' or 'bf16', got {dtype!r}")
+    return _module().random_model(dict(config), dtype, int(seed))
+
+
+def generate(model, prompts, *, seed: int = 0, tape=None, max_context: int | None = None, **params) -> dict:
+    """Runs the C++ generation loop with a GPU session. prompts: list of token-id lists. params:
+    max_new_tokens, steps, t_min, t_max, entropy_bound, stability_threshold, confidence_threshold,
+    eos_ids, pad_id, self_cond_bf16. tape: dict with int32 arrays init/samples/renoise [n, B, L].
+    Returns {"tokens": [[...] per row], "steps": [...], "decoder_passes": [...], ...}."""
+    import numpy as np
+
+    if getattr(model, "device", None) != "cuda":
+        raise ValueError("diffrt.cuda.generate: load the model with device='cuda'")
+    rows = [[int(t) for t in p] for p in prompts]
+    if not rows or any(len(r) == 0 for r in rows):
+        raise ValueError("prompts: expected a non-empty list of non-empty token lists")
+    cfg = model.config
+    L = int(cfg["canvas_length"])
+    mnt = int(params.get("max_new_tokens") or cfg["sampler"]["max_new_tokens"])
+    need = max(len(r) for r in rows) + -(-mnt // L) * L
+    _cuda = _module()
+    s = _cuda.Session(model.engine, len(rows), int(max_context or need))
+    kw = {k: params[k] for k in ("max_new_tokens", "steps", "t_min", "t_max", "entropy_bound", "stability_threshold",
+                                 "confidence_threshold", "eos_ids", "pad_id", "self_cond_bf16") if k in params}
+    if tape is not None:
+        for k in ("init", "samples", "renoise"):
+            kw["tape_" + k] = np.ascontiguousarray(tape[k], dtype=np.int32)
+    return s.generate(rows, seed=int(seed), **kw)

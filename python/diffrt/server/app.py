@@ -1,0 +1,129 @@
+"""The ASGI app behind `diffrt serve`: Ollama's API under /api, OpenAI's under /v1, one scheduler and
+one registry of models shared by both. `create_app(loader=...)` takes any `path -> model` function, so
+tests can inject a double; `serve()` runs it with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from .. import __version__
+from ..errors import DiffrtError
+from .registry import Registry, RequestError
+from .scheduler import QueueFullError, Scheduler
+
+log = logging.getLogger("diffrt.server")
+
+
+class State:
+    def __init__(self, loader, max_queue: int):
+        self.registry = Registry(loader)
+        self.scheduler = Scheduler(max_queue)
+
+
+async def json_body(request: Request) -> dict:
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RequestError(f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise RequestError("request body must be a JSON object")
+    return body
+
+
+async def job_events(job):
+    """A job's events, then ("done", result); re-raises its error. Leaving early cancels the job
+    (a client that hung up stops its generation at the next step)."""
+    try:
+        while True:
+            kind, value = await job.next()
+            if kind == "event":
+                yield value
+            elif kind == "result":
+                yield ("done", value)
+                return
+            else:
+                raise value
+    finally:
+        job.cancel()
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def error_message(exc: Exception) -> tuple[int, str]:
+    """HTTP status and message for an exception out of a handler or a job."""
+    if isinstance(exc, RequestError):
+        return exc.status, str(exc)
+    if isinstance(exc, QueueFullError):
+        return 503, str(exc)
+    if isinstance(exc, (DiffrtError, ValueError)):
+        return 400, str(exc)
+    log.exception("internal error", exc_info=exc)
+    return 500, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _error_response(request: Request, exc: Exception):
+    status, msg = error_message(exc)
+    if request.url.path.startswith("/v1"):
+        kind = {404: "not_found_error", 503: "server_busy"}.get(status, "invalid_request_error")
+        if status >= 500 and status != 503:
+            kind = "server_error"
+        return JSONResponse({"error": {"message": msg, "type": kind, "param": None, "code": None}}, status)
+    return JSONResponse({"error": msg}, status)
+
+
+def create_app(loader=None, max_queue: int = 16) -> Starlette:
+    from . import ollama, openai
+
+    if loader is None:
+        from ..model import load as loader
+    state = State(loader, max_queue)
+
+    async def root(request):
+        return PlainTextResponse("diffrt is running")
+
+    async def version(request):
+        return JSONResponse({"version": __version__})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async def expire():  # drop models whose keep_alive ran out
+            while True:
+                await asyncio.sleep(1.0)
+                state.registry.expire()
+
+        task = asyncio.create_task(expire())
+        try:
+            yield
+        finally:
+            task.cancel()
+            state.scheduler.close()
+
+    routes = [Route("/", root, methods=["GET", "HEAD"]), Route("/api/version", version)]
+    routes += ollama.routes(state) + openai.routes(state)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: _error_response})
+    app.state.diffrt = state
+    # Starlette hands HTTPException (404 route, 405 method) to its own handler; everything else
+    # a handler raises goes through _error_response via this middleware-level catch.
+    app.add_exception_handler(RequestError, _error_response)
+    app.add_exception_handler(QueueFullError, _error_response)
+    app.add_exception_handler(DiffrtError, _error_response)
+    app.add_exception_handler(ValueError, _error_response)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 11434, max_queue: int = 16, log_level: str = "info"):
+    import uvicorn
+
+    uvicorn.run(create_app(max_queue=max_queue), host=host, port=port, log_level=log_level)

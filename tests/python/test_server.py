@@ -1,0 +1,336 @@
+"""`diffrt serve` end to end: the real `ollama` and `openai` client packages talk to the server on a
+loopback port, which serves the tiny converted model from an isolated store. Outputs are checked
+against Model.generate with the same prompt ids and seed."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+ollama = pytest.importorskip("ollama")
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+
+from diffrt import chat, load, store
+from diffrt.embed import create
+from diffrt.server import generation as gen
+from diffrt.server.app import create_app, error_message
+from diffrt.server.scheduler import QueueFullError, Scheduler
+
+NUM_PREDICT, STEPS = 32, 4  # two canvases of 16 on the tiny model
+
+
+@pytest.fixture(scope="session")
+def serve_store(converted, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve_models")
+    old = os.environ.get("DIFFRT_MODELS")
+    os.environ["DIFFRT_MODELS"] = str(root)
+    create("tiny", f"FROM {converted('default', 'f32')}\nPARAMETER num_predict {NUM_PREDICT}\n"
+                   f"PARAMETER steps {STEPS}\n")
+    yield root
+    if old is None:
+        os.environ.pop("DIFFRT_MODELS", None)
+    else:
+        os.environ["DIFFRT_MODELS"] = old
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(serve_store):
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(max_queue=4), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started, "server did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tiny(serve_store):
+    return load(store.resolve("tiny"))
+
+
+@pytest.fixture
+def oc(server):
+    return ollama.Client(host=server)
+
+
+@pytest.fixture
+def ai(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0)
+
+
+def expected(model, ids, seed, num_predict=NUM_PREDICT):
+    """What the server must answer: Model.generate's tokens cut at the first EOS and num_predict."""
+    r = model.generate(ids, max_new_tokens=num_predict, steps=STEPS, seed=seed)
+    eos = gen.eos_ids(model.metadata)
+    toks = []
+    for t in r.tokens:
+        if t in eos:
+            return model.tokenizer.decode(toks), len(toks) + 1, "stop"
+        toks.append(t)
+    return model.tokenizer.decode(toks[:num_predict]), len(toks[:num_predict]), "length"
+
+
+def chat_ids(model, messages):
+    return chat.encode_chat(model.tokenizer, messages)
+
+
+# --- Ollama API -----------------------------------------------------------------------------------
+def test_ollama_generate_raw_matches_model(oc, tiny):
+    r = oc.generate(model="tiny", prompt="Hello there", raw=True, options={"seed": 11})
+    text, n, reason = expected(tiny, tiny.tokenizer.encode("Hello there"), 11)
+    assert r.done and r.response == text and r.done_reason == reason
+    assert r.eval_count == n and r.prompt_eval_count == len(tiny.tokenizer.encode("Hello there"))
+
+
+def test_ollama_generate_stream_equals_whole(oc):
+    whole = oc.generate(model="tiny", prompt="Why?", options={"seed": 3})
+    parts = list(oc.generate(model="tiny", prompt="Why?", options={"seed": 3}, stream=True))
+    assert parts[-1].done and not any(p.done for p in parts[:-1])
+    assert "".join(p.response for p in parts) == whole.response
+    assert parts[-1].done_reason == whole.done_reason
+
+
+def test_ollama_generate_uses_chat_template(oc, tiny):
+    r = oc.generate(model="tiny", prompt="Hi", system="Be brief.", options={"seed": 4})
+    ids = chat_ids(tiny, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    assert r.response == expected(tiny, ids, 4)[0]
+
+
+def test_ollama_chat(oc, tiny):
+    msgs = [{"role": "user", "content": "Tell me a story"}]
+    r = oc.chat(model="tiny", messages=msgs, options={"seed": 5, "steps": STEPS})
+    assert r.message.role == "assistant" and r.done
+    assert r.message.content == expected(tiny, chat_ids(tiny, msgs), 5)[0]
+    parts = list(oc.chat(model="tiny", messages=msgs, options={"seed": 5}, stream=True))
+    assert "".join(p.message.content for p in parts) == r.message.content and parts[-1].done
+
+
+def test_ollama_options_change_the_output(oc, tiny):
+    ids = tiny.tokenizer.encode("abc")
+    r = oc.generate(model="tiny", prompt="abc", raw=True, options={"seed": 9, "num_predict": 5})
+    text, _, _ = expected(tiny, ids, 9, num_predict=5)
+    assert r.response == text and r.eval_count <= 5 + 1
+
+
+def test_ollama_list_show_ps(oc):
+    names = [m.model for m in oc.list().models]
+    assert "tiny:latest" in names
+    m = next(m for m in oc.list().models if m.model == "tiny:latest")
+    assert m.details.family == "diffusion-gemma" and m.size > 0
+    s = oc.show("tiny")
+    assert "steps" in s.parameters and "num_predict" in s.parameters
+    assert "FROM " in s.modelfile and s.template
+    oc.generate(model="tiny", prompt="x", raw=True, keep_alive="1m", options={"num_predict": 1})
+    assert "tiny:latest" in [p.model for p in oc.ps().models]
+    oc.generate(model="tiny", prompt="", keep_alive=0)  # empty prompt + keep_alive 0 = unload
+    assert "tiny:latest" not in [p.model for p in oc.ps().models]
+
+
+def test_ollama_create_copy_delete(oc):
+    oc.create(model="made", from_="tiny", parameters={"steps": 2, "stop": ["\n"]}, system="Be kind.")
+    s = oc.show("made")
+    assert 'SYSTEM """Be kind."""' in s.modelfile and "stop" in s.parameters
+    r = oc.generate(model="made", prompt="x", raw=True, options={"num_predict": 4})
+    assert "\n" not in r.response
+    oc.copy("made", "made2")
+    oc.delete("made")
+    names = [m.model for m in oc.list().models]
+    assert "made2:latest" in names and "made:latest" not in names
+    oc.delete("made2")
+
+
+def test_version_and_drafts(server):
+    assert httpx.get(server + "/api/version").json()["version"]
+    with httpx.stream("POST", server + "/api/generate", timeout=60,
+                      json={"model": "tiny", "prompt": "x", "raw": True, "drafts": True,
+                            "options": {"seed": 1, "num_predict": 16, "steps": 3}}) as r:
+        lines = [json.loads(x) for x in r.iter_lines() if x]
+    drafts = [x for x in lines if "draft" in x]
+    assert 1 <= len(drafts) <= 3 and all(x["response"] == "" for x in drafts)
+    assert lines[-1]["done"]
+    parts = list(ollama.Client(host=server).generate(model="tiny", prompt="x", raw=True, stream=True,
+                                                     options={"seed": 1, "steps": 3, "drafts": True}))
+    assert sum(1 for p in parts if not p.done and p.response == "") >= 1  # the draft chunks
+    plain = list(ollama.Client(host=server).generate(model="tiny", prompt="x", raw=True, stream=True,
+                                                     options={"seed": 1, "steps": 3}))
+    assert sum(1 for p in plain if not p.done and p.response == "") == 0
+    assert "".join(p.response for p in parts) == "".join(p.response for p in plain)
+
+
+@pytest.mark.parametrize("kwargs, status, match", [
+    (dict(model="nothere", prompt="x"), 404, "not found"),
+    (dict(model="bad name!", prompt="x"), 400, "invalid model"),
+    (dict(model="tiny", prompt="x", format="json"), 400, "format"),
+    (dict(model="tiny", prompt="x", options={"steps": 0}), 400, "steps must be >= 1"),
+    (dict(model="tiny", prompt="x", options={"bogus": 1}), 400, "unknown parameter 'bogus'"),
+    (dict(model="tiny", prompt="x", options={"t_min": 0.9, "t_max": 0.5}), 400, "t_min"),
+    (dict(model="tiny", prompt="x", options={"num_ctx": 8}), 400, "context window"),
+    (dict(model="tiny", prompt="x", template="{{ .Prompt }}"), 400, "Go template"),
+    (dict(model="tiny", prompt="x", keep_alive="forever"), 400, "keep_alive"),
+])
+def test_ollama_bad_requests(oc, kwargs, status, match):
+    with pytest.raises(ollama.ResponseError, match=match) as e:
+        oc.generate(**kwargs)
+    assert e.value.status_code == status
+    assert oc.generate(model="tiny", prompt="still here", raw=True, options={"num_predict": 1}).done
+
+
+def test_raw_http_bad_requests(server):
+    for body in [b"{not json", b"[1, 2]"]:
+        r = httpx.post(server + "/api/generate", content=body)
+        assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = httpx.post(server + "/api/chat", json={"model": "tiny", "messages": [{"role": "user"}],
+                                                "tools": [{"type": "function"}]})
+    assert r.status_code == 400 and "tools" in r.json()["error"]
+    r = httpx.post(server + "/api/create", json={"model": "x", "from": "tiny", "parameters": {"steps": "many"}})
+    assert r.status_code == 400 and "steps must be int" in r.json()["error"]
+    r = httpx.post(server + "/api/create", json={"model": "x", "from": "nosuch"})
+    assert r.status_code == 404
+    assert httpx.get(server + "/api/tags").status_code == 200
+
+
+def test_concurrent_requests_queue_and_match_alone(server, oc):
+    alone = {seed: oc.generate(model="tiny", prompt="q", raw=True, options={"seed": seed}).response
+             for seed in (31, 32, 33)}
+    got = {}
+
+    def one(seed):
+        got[seed] = "".join(p.response for p in ollama.Client(host=server).generate(
+            model="tiny", prompt="q", raw=True, options={"seed": seed}, stream=True))
+
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in alone]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert got == alone
+
+
+def test_client_hanging_up_does_not_hurt(server, oc):
+    body = {"model": "tiny", "prompt": "x", "raw": True, "drafts": True,
+            "options": {"seed": 1, "num_predict": 64, "steps": 8}}
+    with httpx.stream("POST", server + "/api/generate", json=body, timeout=60) as r:
+        first = next(r.iter_lines())
+        assert "draft" in json.loads(first)
+    # The stream was closed after one line; the next request is served normally.
+    r = oc.generate(model="tiny", prompt="x", raw=True, options={"seed": 1, "num_predict": 16})
+    assert r.done
+
+
+# --- OpenAI API -----------------------------------------------------------------------------------
+def test_openai_chat(ai, tiny):
+    msgs = [{"role": "user", "content": "Hi!"}]
+    r = ai.chat.completions.create(model="tiny", messages=msgs, seed=21, max_tokens=NUM_PREDICT)
+    text, n, reason = expected(tiny, chat_ids(tiny, msgs), 21)
+    assert r.choices[0].message.content == text and r.choices[0].finish_reason == reason
+    assert r.usage.prompt_tokens == len(chat_ids(tiny, msgs)) and r.usage.completion_tokens == n
+    chunks = list(ai.chat.completions.create(model="tiny", messages=msgs, seed=21, stream=True,
+                                             stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].usage.total_tokens == r.usage.total_tokens
+
+
+def test_openai_diffusion_options_and_completions(ai, tiny):
+    ids = tiny.tokenizer.encode("Once upon")
+    r = ai.completions.create(model="tiny", prompt="Once upon", seed=2, max_tokens=16, extra_body={"steps": STEPS})
+    assert r.choices[0].text == expected(tiny, ids, 2, num_predict=16)[0]
+    chunks = list(ai.completions.create(model="tiny", prompt="Once upon", seed=2, max_tokens=16, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == r.choices[0].text
+    with pytest.raises(openai.BadRequestError, match="entropy_bound"):
+        ai.completions.create(model="tiny", prompt="x", extra_body={"entropy_bound": -1})
+
+
+def test_openai_models_and_errors(ai):
+    assert "tiny:latest" in [m.id for m in ai.models.list().data]
+    with pytest.raises(openai.NotFoundError):
+        ai.chat.completions.create(model="nothere", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="n=1"):
+        ai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}], n=2)
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        ai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}],
+                                   response_format={"type": "json_object"})
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        ai.chat.completions.create(model="tiny", messages=[])
+    r = ai.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "ok?"}], max_tokens=1)
+    assert r.choices[0].message.role == "assistant"
+
+
+# --- the command line ------------------------------------------------------------------------------
+def test_cli_create_then_serve(converted, tmp_path):
+    env = dict(os.environ, DIFFRT_MODELS=str(tmp_path / "models"))
+    mf = tmp_path / "Modelfile"
+    mf.write_text(f"FROM {converted('default', 'f32')}\nPARAMETER num_predict 16\nPARAMETER steps 2\n")
+    cli = [sys.executable, "-m", "diffrt.cli"]
+    subprocess.run(cli + ["create", "clim", "-f", str(mf)], env=env, check=True, capture_output=True, timeout=120)
+    port = free_port()
+    proc = subprocess.Popen(cli + ["serve", "--port", str(port), "--log-level", "warning"], env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                httpx.get(url + "/api/version")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, "diffrt serve exited"
+                time.sleep(0.1)
+        r = ollama.Client(host=url).generate(model="clim", prompt="hi", options={"seed": 1})
+        assert r.done and r.eval_count >= 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# --- pieces without HTTP ------------------------------------------------------------------------
+class CharTokenizer:
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+
+def test_text_stream_stops_and_holds_back():
+    ts = gen.TextStream(CharTokenizer(), ["STOP"], eos_ids={0}, limit=100)
+    assert ts.push([ord(c) for c in "abcST"]) == "abc"  # "ST" may begin "STOP": held back
+    assert ts.push([ord(c) for c in "OPxyz"]) == "" and ts.done_reason == "stop"
+    assert ts.finish() == "" and ts.text == "abc"
+    ts = gen.TextStream(CharTokenizer(), [], eos_ids={0}, limit=3)
+    assert ts.push([ord(c) for c in "abcdef"]) == "abc" and ts.done_reason == "length"
+    ts = gen.TextStream(CharTokenizer(), [], eos_ids={0}, limit=10)
+    assert ts.push([ord("a"), 0, ord("b")]) == "a" and ts.done_reason == "stop"
+
+
+def test_scheduler_bounded_queue():
+    async def main():
+        sched = Scheduler(max_queue=1)
+        gate = threading.Event()
+        first = sched.submit(lambda job: gate.wait(10) and "first")
+        while sched._queue.qsize():  # wait until the worker holds the first job
+            await asyncio.sleep(0.01)
+        second = sched.submit(lambda job: "second")
+        with pytest.raises(QueueFullError) as e:
+            sched.submit(lambda job: "third")
+        assert error_message(e.value)[0] == 503
+        gate.set()
+        assert await first.next() == ("result", "first")
+        assert await second.next() == ("result", "second")
+        sched.close()
+
+    asyncio.run(main())
