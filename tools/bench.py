@@ -38,21 +38,22 @@ sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "python"))
 
 CONFIGS = {
-    "small": dict(
-        model=dict(hidden=512, layers=8, heads=8, kv_heads=4, head_dim=64, global_head_dim=128, global_kv_heads=2,
-                   intermediate=2048, experts=16, top_k=4, moe_intermediate=512, sliding_window=512, canvas=256,
-                   vocab=32000, condition=True),
-        prompt=256,
-    ),
-    "tiny": dict(model=dict(), prompt=12),  # spec Appendix A: a smoke run of this tool
+    "small": {
+        "model": {"hidden": 512, "layers": 8, "heads": 8, "kv_heads": 4, "head_dim": 64, "global_head_dim": 128,
+                  "global_kv_heads": 2, "intermediate": 2048, "experts": 16, "top_k": 4, "moe_intermediate": 512,
+                  "sliding_window": 512, "canvas": 256, "vocab": 32000, "condition": True},
+        "prompt": 256,
+    },
+    "tiny": {"model": {}, "prompt": 12},  # spec Appendix A: a smoke run of this tool
 }
 
 
 def cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown"
@@ -60,7 +61,6 @@ def cpu_name() -> str:
 
 def prepare(config: str, work: Path) -> tuple[Path, Path]:
     import make_tiny_model as mtm
-
     from diffrt.convert import convert
 
     # The tiny-model tool trains its BPE tokenizer on a small corpus, which cannot reach 32k entries;
@@ -181,13 +181,13 @@ def gemm_peak(compute_type: str, M: int) -> float:
         x = rng.standard_normal((M, K), dtype=np.float32)
         w_raw = rng.standard_normal((N, K), dtype=np.float32).view(np.uint8).reshape(N, -1)
         if compute_type == "f32":
-            def fn(r):
+            def fn(r, x=x, w_raw=w_raw, N=N, K=K):
                 for _ in range(r):
                     _core._kernels.gemm(x, w_raw, "F32", N, K)
         else:
             p = _core._fast_gemm.Packed(w_raw, "F32", N, K, False, "int8" if compute_type.startswith("int8") else "bf16")
 
-            def fn(r, p=p):
+            def fn(r, p=p, x=x):
                 p.gemm(x, "auto", r)
         best = max(best, bench_gemm.timed(fn, 3, 2.0 * M * N * K)[1])
     return best
@@ -230,17 +230,17 @@ def main(argv=None) -> None:
     theirs = dict(prefill_s=their_prefill, **times["transformers"])
     from diffrt import _core
 
-    med = lambda xs: float(np.median(xs))  # noqa: E731
-    result = dict(
-        config=args.config, model=CONFIGS[args.config]["model"], prompt=int(prompt.shape[1]), canvas=int(L),
-        threads=args.threads, steps=args.steps, cpu=cpu_name(), cpu_info=_core.cpu_info(),
-        load_avg_before=load_before, load_avg_after=os.getloadavg(),
-        diffrt=ours, transformers=theirs,
-        step_ratio=med(theirs["step_s"]) / med(ours["step_s"]),
-        first_step_ratio=med(theirs["first_step_s"]) / med(ours["first_step_s"]),
-        prefill_ratio=theirs["prefill_s"] / ours["prefill_s"],
-        logits_rel_diff=float(np.linalg.norm(our_logits - ref_logits[0]) / np.linalg.norm(ref_logits[0])),
-    )
+    med = lambda xs: float(np.median(xs))
+    result = {
+        "config": args.config, "model": CONFIGS[args.config]["model"], "prompt": int(prompt.shape[1]), "canvas": int(L),
+        "threads": args.threads, "steps": args.steps, "cpu": cpu_name(), "cpu_info": _core.cpu_info(),
+        "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
+        "diffrt": ours, "transformers": theirs,
+        "step_ratio": med(theirs["step_s"]) / med(ours["step_s"]),
+        "first_step_ratio": med(theirs["first_step_s"]) / med(ours["first_step_s"]),
+        "prefill_ratio": theirs["prefill_s"] / ours["prefill_s"],
+        "logits_rel_diff": float(np.linalg.norm(our_logits - ref_logits[0]) / np.linalg.norm(ref_logits[0])),
+    }
     import diffrt
 
     flops = step_gemm_flops(diffrt.load(str(gguf)).config, int(L))

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-from diffrt import _core  # noqa: E402
+from diffrt import _core
 
 DEFAULT_SHAPES = "256x512x512,256x2048x512,256x512x2048,256x32000x512"
 
@@ -79,7 +79,12 @@ def main():
         flops = 2.0 * M * N * K
         row = {"M": M, "N": N, "K": K}
         if kernels is not None:
-            row["f32"] = timed(lambda r: [kernels.gemm(x, w_raw, "F32", N, K) for _ in range(r)], args.reps, flops)[1]
+
+            def f32(r, x=x, w_raw=w_raw, N=N, K=K):
+                for _ in range(r):
+                    kernels.gemm(x, w_raw, "F32", N, K)
+
+            row["f32"] = timed(f32, args.reps, flops)[1]
         for kind in ("bf16", "int8", "w8a16"):
             p = fg.Packed(w_raw, "F32", N, K, False, kind)
             for path in paths:
@@ -87,7 +92,9 @@ def main():
                     continue  # this CPU lacks it: it would run a lower path
                 if path == "avx2" and M * N * K > 256 * 2048 * 512:
                     continue  # the plain C++ path: too slow to be worth timing at the big shapes
-                row[f"{kind}-{path}"] = timed(lambda r, p=p, path=path: p.gemm(x, path, r), args.reps, flops)[1]
+                row[f"{kind}-{path}"] = timed(
+                    lambda r, p=p, path=path, x=x: p.gemm(x, path, r), args.reps, flops
+                )[1]
         rows.append(row)
 
     cols = ["f32"] + [f"{k}-{p}" for k in ("bf16", "int8", "w8a16") for p in paths]
@@ -100,8 +107,11 @@ def main():
     print("peak measured: " + ", ".join(f"{c} {v:.0f}" for c, v in peak.items()))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"cpu": cpu_name(), "best_path": best, "threads": os.cpu_count(), "rows": rows,
-                       "peak": peak}, f, indent=1)
+            json.dump(
+                {"cpu": cpu_name(), "best_path": best, "threads": os.cpu_count(), "rows": rows, "peak": peak},
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Measures, on one card, in one process run:
     the same shapes with random bf16 weights made on the device (diffrt.cuda.random_model), a prompt
     encoded, then the mean time of one device-resident denoising step (decoder pass, sampler,
     acceptance, renoise; self-conditioning on) replayed from a CUDA graph and, for comparison, launched
-    on a plain stream. --ref FILE.json (the transformers run) supplies the same card's floor and
+    on a plain stream; then the same with int8 weights (W8A16). --ref FILE.json (the transformers run) supplies the same card's floor and
     reference times for the combined table.
 
 Usage: python tools/bench_gpu.py [--size full|small] [--out FILE.json] [--device cuda]
@@ -19,6 +19,7 @@ Usage: python tools/bench_gpu.py [--size full|small] [--out FILE.json] [--device
 """
 
 import argparse
+import gc
 import json
 import math
 import sys
@@ -147,10 +148,9 @@ def diffrt_config(size):
 
 def diffrt_main(args):
     """diffrt rows: per-step time of the device-resident step at each batch, graph and plain stream."""
-    import numpy as np
-
     import diffrt
     import diffrt.cuda as dc
+    import numpy as np
     from diffrt import _cuda
 
     if not diffrt.cuda_available():
@@ -166,62 +166,84 @@ def diffrt_main(args):
     res.update(size=args.size, device=args.device, card=ref.get("card") or _cuda.device_name(0))
     ref_rows = {r["batch"]: r for r in ref.get("rows", []) if "error" not in r}
     cfg = diffrt_config(args.size)
-    t0 = time.perf_counter()
-    model = dc.random_model(cfg, "bf16", seed=0)
-    res["diffrt_build_s"] = time.perf_counter() - t0
-    res["diffrt_weights_GB"] = model.weight_bytes / 1e9
-    print(json.dumps(res), flush=True)
     rng = np.random.default_rng(1)
     L, V = cfg["canvas_length"], cfg["n_vocab"]
-    rows = []
-    for b in [int(x) for x in args.batches.split(",")]:
-        row = dict(ref_rows.get(b, {"batch": b}))
+    batches = [int(x) for x in args.batches.split(",")]
+    rows = {b: dict(ref_rows.get(b, {"batch": b})) for b in batches}
+    res["rows"] = [rows[b] for b in batches]
+
+    def save():
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(res, f, indent=1)
+
+    for dtype in ("bf16", "int8"):  # one model at a time on the card
+        t0 = time.perf_counter()
         try:
-            s = _cuda.Session(model, b, args.prompt_len + L)
-            t0 = time.perf_counter()
-            s.encode(rng.integers(5, V, (b, args.prompt_len)).astype(np.int32), [])
-            row["diffrt_prefill_s"] = time.perf_counter() - t0
-            s.random_canvas(0, 1)
-            s.step(0, 0, 0.8, 1, 0.1, False, False, False)  # the first step of a canvas: no self-conditioning
-            row["diffrt_stream_step_ms"] = s.time_steps(args.steps, 0.8, 1, 0.1, False)
-            try:
-                row["diffrt_bf16_step_ms"] = s.time_steps(args.steps, 0.8, 1, 0.1, True)
-                row["diffrt_graph"] = True
-            except RuntimeError as e:  # graph capture failed: report the plain-stream time
-                row["diffrt_graph"] = False
-                row["diffrt_graph_error"] = str(e)[:300]
-                row["diffrt_bf16_step_ms"] = row["diffrt_stream_step_ms"]
-            ms = row["diffrt_bf16_step_ms"]
-            row["diffrt_tokens_per_s_48steps"] = b * L / (48 * ms / 1e3)
-            if "hbm_floor_ms" in row:
-                row["diffrt_over_floor"] = ms / row["hbm_floor_ms"]
-            if "ref_bf16_step_ms" in row:
-                row["ref_over_diffrt"] = row["ref_bf16_step_ms"] / ms
-            del s
-        except Exception as e:  # noqa: BLE001 - report, keep the other rows
-            row["diffrt_error"] = f"{type(e).__name__}: {e}"[:300]
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    res["rows"] = rows
-    res["int8"] = "not implemented on CUDA yet"
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
-    card = res.get("card", args.device)
-    print("\n| card | batch | HBM floor ms | transformers bf16 step ms | diffrt bf16 step ms (graph) | diffrt plain "
-          "stream ms | diffrt / floor | transformers / diffrt | diffrt tok/s @48 steps |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    nan = math.nan
-    for r in rows:
-        if "diffrt_error" in r:
-            print(f"| {card} | {r['batch']} | {r.get('hbm_floor_ms', nan):.1f} | {r.get('ref_bf16_step_ms', nan):.1f} "
-                  f"| error: {r['diffrt_error']} |")
+            model = dc.random_model(cfg, dtype, seed=0)
+        except Exception as e:  # noqa: BLE001 - report, keep what was measured
+            res[f"diffrt_{dtype}_error"] = f"{type(e).__name__}: {e}"[:300]
+            print(json.dumps({dtype: res[f"diffrt_{dtype}_error"]}), flush=True)
             continue
-        print(f"| {card} | {r['batch']} | {r.get('hbm_floor_ms', nan):.1f} | {r.get('ref_bf16_step_ms', nan):.1f} | "
-              f"{r['diffrt_bf16_step_ms']:.1f}{'' if r.get('diffrt_graph') else ' (no graph)'} | "
-              f"{r['diffrt_stream_step_ms']:.1f} | {r.get('diffrt_over_floor', nan):.2f} | "
-              f"{r.get('ref_over_diffrt', nan):.2f} | {r['diffrt_tokens_per_s_48steps']:.0f} |")
-    print("INT8 on CUDA: not implemented yet (no row).")
+        res[f"diffrt_{dtype}_build_s"] = time.perf_counter() - t0
+        res[f"diffrt_{dtype}_weights_GB"] = model.weight_bytes / 1e9
+        for b in batches:
+            row = rows[b]
+            s = None
+            try:
+                s = _cuda.Session(model, b, args.prompt_len + L)
+                t0 = time.perf_counter()
+                s.encode(rng.integers(5, V, (b, args.prompt_len)).astype(np.int32), [])
+                row[f"diffrt_{dtype}_prefill_s"] = time.perf_counter() - t0
+                s.random_canvas(0, 1)
+                s.step(0, 0, 0.8, 1, 0.1, False, False, False)  # a canvas's first step: no self-conditioning
+                row[f"diffrt_{dtype}_stream_step_ms"] = s.time_steps(args.steps, 0.8, 1, 0.1, False)
+                try:
+                    row[f"diffrt_{dtype}_step_ms"] = s.time_steps(args.steps, 0.8, 1, 0.1, True)
+                    row[f"diffrt_{dtype}_graph"] = True
+                except RuntimeError as e:  # graph capture failed: report the plain-stream time
+                    row[f"diffrt_{dtype}_graph"] = False
+                    row[f"diffrt_{dtype}_graph_error"] = str(e)[:300]
+                    row[f"diffrt_{dtype}_step_ms"] = row[f"diffrt_{dtype}_stream_step_ms"]
+                ms = row[f"diffrt_{dtype}_step_ms"]
+                row[f"diffrt_{dtype}_tokens_per_s_48steps"] = b * L / (48 * ms / 1e3)
+                if "hbm_floor_ms" in row:
+                    row[f"diffrt_{dtype}_over_floor"] = ms / row["hbm_floor_ms"]
+                if "ref_bf16_step_ms" in row:
+                    row[f"ref_over_diffrt_{dtype}"] = row["ref_bf16_step_ms"] / ms
+            except Exception as e:  # noqa: BLE001 - report, keep the other rows
+                row[f"diffrt_{dtype}_error"] = f"{type(e).__name__}: {e}"[:300]
+            finally:
+                s = None  # free the session's device buffers before the next one
+            print(json.dumps({k: v for k, v in row.items() if k.startswith(f"diffrt_{dtype}") or k == "batch"}),
+                  flush=True)
+            save()
+        del model
+        gc.collect()
+    save()
+    card = res.get("card", args.device)
+    nan = math.nan
+
+    def cell(r, key, fmt="{:.1f}"):
+        return fmt.format(r[key]) if key in r else ("error" if any(k.endswith("_error") for k in r) else "n/a")
+
+    print("\n| card | batch | HBM floor ms | transformers bf16 step ms | diffrt bf16 step ms (graph) | diffrt bf16 "
+          "stream ms | diffrt int8 step ms (graph) | bf16 / floor | transformers / diffrt bf16 | int8 speed-up | "
+          "diffrt bf16 tok/s @48 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for b in batches:
+        r = rows[b]
+        both = "diffrt_int8_step_ms" in r and "diffrt_bf16_step_ms" in r
+        sp = r["diffrt_bf16_step_ms"] / r["diffrt_int8_step_ms"] if both else nan
+        print(f"| {card} | {b} | {r.get('hbm_floor_ms', nan):.1f} | {r.get('ref_bf16_step_ms', nan):.1f} | "
+              f"{cell(r, 'diffrt_bf16_step_ms')}{'' if r.get('diffrt_bf16_graph', True) else ' (no graph)'} | "
+              f"{cell(r, 'diffrt_bf16_stream_step_ms')} | {cell(r, 'diffrt_int8_step_ms')} | "
+              f"{cell(r, 'diffrt_bf16_over_floor', '{:.2f}')} | {cell(r, 'ref_over_diffrt_bf16', '{:.2f}')} | "
+              f"{sp:.2f} | {cell(r, 'diffrt_bf16_tokens_per_s_48steps', '{:.0f}')} |")
+    for b in batches:
+        errs = {k: v for k, v in rows[b].items() if k.endswith("_error")}
+        if errs:
+            print(f"batch {b} errors: {errs}")
 
 
 def main():

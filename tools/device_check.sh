@@ -46,28 +46,29 @@ run_tests() {  # name, timeout, pytest -k expression
     -p no:cacheprovider -k "$3" >"$OUT/gpu_tests_$1.log" 2>&1
   local rc=$?
   tail -25 "$OUT/gpu_tests_$1.log"
-  note "tests $1: rc=$rc, $(grep -E '[0-9]+ (passed|failed|error)' "$OUT/gpu_tests_$1.log" | tail -1)"
+  note "tests $1: rc=$rc, $(grep -E '[0-9]+ (passed|failed|skipped|errors?|deselected)' "$OUT/gpu_tests_$1.log" | tail -1)"
   [ $rc -eq 124 ] && note "tests $1: TIMED OUT after $2 s"
 }
 if [ $build_ok = 1 ]; then
   OPS="gemm or norm_activation or rope or attention or router or grouped or token_stats or acceptance"
   run_tests ops 45 "$OPS"
-  run_tests engine 110 "not ($OPS)"
+  run_tests engine 100 "not ($OPS)"
 fi
 
 stage "benchmark: transformers reference (full-size shapes, random bf16 weights)"
-PYTHONPATH=python:${PYTHONPATH:-} timeout 110 python3 tools/bench_gpu.py --size full --engine transformers \
+PYTHONPATH=python:${PYTHONPATH:-} timeout 100 python3 tools/bench_gpu.py --size full --engine transformers \
   --out "$OUT/bench_ref.json" 2>&1 | grep -v -i warn | tee "$OUT/bench_ref.log" | tail -6
 note "transformers bench: rc=${PIPESTATUS[0]}"
 
 if [ $build_ok = 1 ]; then
   stage "benchmark: diffrt CUDA engine (same shapes, random bf16 weights made on the device)"
-  PYTHONPATH=python:${PYTHONPATH:-} timeout 80 python3 tools/bench_gpu.py --size full --engine diffrt --steps 4 \
+  PYTHONPATH=python:${PYTHONPATH:-} timeout 100 python3 tools/bench_gpu.py --size full --engine diffrt --steps 4 \
     --ref "$OUT/bench_ref.json" --out "$OUT/bench_gpu.json" 2>&1 | grep -v -i warn | tee "$OUT/bench.log" | tail -8
   note "diffrt bench: rc=${PIPESTATUS[0]}"
 fi
 
 stage "summary"
+note "elapsed: $(( $(date +%s) - t0 ))s"
 grep -h '^|' "$OUT/bench.log" 2>/dev/null >>"$summary" || grep -h '^|' "$OUT/bench_ref.log" >>"$summary" 2>/dev/null
 cat "$summary"
 stage "done"

@@ -203,7 +203,7 @@ def diffusion_losses(model, prefix, canvas, noisy, self_cond_T=None, ar_weight=0
     logits = softcap_logits(model, h)
     V = logits.shape[-1]
     ce = F.cross_entropy(logits.reshape(-1, V), canvas.reshape(-1))
-    ar = torch.zeros(())
+    ar = torch.zeros((), device=logits.device)
     if ar_weight > 0:
         # next-token loss on the prefix; the last prefix position predicts the first canvas token
         targets = torch.cat([prefix[:, 1:], canvas[:, :1]], dim=1)
@@ -259,13 +259,17 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ckpt-every", type=int, default=250)
     ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--device", default="cpu", help="cpu (the reproducible recipe) or cuda")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/ckpt/state.pt")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop (and save) after this step; the schedule still follows --steps")
     args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
+    # CUDA: some MoE scatter ops have no deterministic kernel; warn instead of failing there.
+    torch.use_deterministic_algorithms(True, warn_only=args.device != "cpu")
     out = Path(args.out)
     ckpt = out / "ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
@@ -274,7 +278,7 @@ def main(argv=None) -> None:
     stream, starts = encode_stream(tok, train_texts)
     print(f"train stream: {len(stream)} tokens, {len(starts)} records", flush=True)
 
-    model = build_model(args.seed)
+    model = build_model(args.seed).to(args.device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters (unique): {n_params}", flush=True)
@@ -285,7 +289,7 @@ def main(argv=None) -> None:
     gen = torch.Generator().manual_seed(args.seed + 1)
     step0 = 0
     if args.resume and (ckpt / "state.pt").exists():
-        st = torch.load(ckpt / "state.pt", weights_only=False)
+        st = torch.load(ckpt / "state.pt", weights_only=False, map_location=args.device)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])
@@ -301,12 +305,16 @@ def main(argv=None) -> None:
     L, V = ARCH["canvas"], ARCH["vocab"]
     t0 = time.time()
     acc = {"loss": 0.0, "ce": 0.0, "ar": 0.0, "n": 0}
-    for step in range(step0, args.steps):
+    end = min(args.steps, args.stop_after or args.steps)
+    for step in range(step0, end):
         prefix, canvas = sample_batch(stream, starts, args.batch, L, args.p_max, gen)
         t = torch.rand(args.batch, generator=gen)
         noisy, _ = corrupt(canvas, V, t, gen)
         use_sc = bool(torch.rand((), generator=gen) < args.self_cond)
         sc_T = (0.2 + 0.6 * torch.rand(args.batch, generator=gen)) if use_sc else None
+        # batches are drawn on the CPU generator: the same data on every device
+        prefix, canvas, noisy = prefix.to(args.device), canvas.to(args.device), noisy.to(args.device)
+        sc_T = sc_T.to(args.device) if sc_T is not None else None
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         loss, ce, ar, _ = diffusion_losses(model, prefix, canvas, noisy, sc_T, args.ar_weight)
@@ -321,7 +329,7 @@ def main(argv=None) -> None:
             print(f"step {step + 1} loss {acc['loss'] / n:.3f} canvas_ce {acc['ce'] / n:.3f} ar_ce {acc['ar'] / n:.3f} "
                   f"lr {lr_at(step):.2e} elapsed {el:.0f}s", flush=True)
             acc = {"loss": 0.0, "ce": 0.0, "ar": 0.0, "n": 0}
-        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.steps:
+        if (step + 1) % args.ckpt_every == 0 or step + 1 == end:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
                         "step": step + 1}, ckpt / "state.pt.tmp")
             os.replace(ckpt / "state.pt.tmp", ckpt / "state.pt")

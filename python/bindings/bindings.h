@@ -9,4 +9,5 @@ void register_gguf(nb::module_& m);
 void register_sampler(nb::module_& m);
 void register_model(nb::module_& m);
 void register_generate(nb::module_& m);
+void register_batch_engine(nb::module_& m);
 void register_fast_gemm(nb::module_& m);

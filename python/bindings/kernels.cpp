@@ -154,6 +154,24 @@ void register_kernels(nb::module_& parent) {
     return out;
   });
 
+  // MoE: x [M, H], idx [M, K] (int32), w [M, K], gate_up [E * 2I, H] f32, down [E * H, I] f32 -> [M, H]
+  m.def("grouped_experts", [](F32 x, I32 idx, F32 w, F32 gate_up, F32 down, int E, int I) {
+    need(x.ndim() == 2 && idx.ndim() == 2 && w.ndim() == 2 && idx.shape(0) == x.shape(0), "shapes");
+    need(idx.shape(0) == w.shape(0) && idx.shape(1) == w.shape(1), "idx/w shapes");
+    const int64_t M = x.shape(0);
+    const int H = int(x.shape(1)), K = int(idx.shape(1));
+    need(gate_up.size() == size_t(E) * 2 * I * H && down.size() == size_t(E) * H * I, "weight sizes");
+    for (size_t i = 0; i < idx.size(); ++i) need(idx.data()[i] >= 0 && idx.data()[i] < E, "expert index");
+    std::vector<int32_t> slot_of(size_t(M) * K), count(size_t(E) + 1);
+    std::vector<float> xg(size_t(M) * K * H), hg(size_t(M) * K * 2 * I), yg(size_t(M) * K * H);
+    kernels::MoeScratch s{slot_of.data(), count.data(), xg.data(), hg.data(), yg.data()};
+    auto out = out_array({size_t(M), size_t(H)});
+    kernels::grouped_experts(pool(), x.data(), H, M, H, idx.data(), w.data(), K, E, I,
+                             kernels::f32_matrix(gate_up.data(), int64_t(E) * 2 * I, H, H),
+                             kernels::f32_matrix(down.data(), int64_t(E) * H, I, I), s, out.data(), H);
+    return out;
+  });
+
   // Router: r [M, H], scale [H], proj [E, H] f32, per_expert_scale [E] -> (idx [M, K] as f32, w [M, K])
   m.def("router_topk", [](F32 r, F32 scale, F32 proj, F32 pes, int top_k, float eps) {
     need(r.ndim() == 2 && proj.ndim() == 2 && proj.shape(1) == r.shape(1), "shapes");

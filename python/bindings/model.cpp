@@ -173,6 +173,17 @@ void register_model(nb::module_& m) {
           },
           nb::arg("canvas"), nb::arg("n"), nb::arg("self_cond").none() = nb::none())
       .def(
+          "_debug_encode_allocs",
+          [](PySession& s, IdArray ids) {
+            // Runs one encoder pass in C++ and returns the operator-new calls it made.
+            const int n_rows = int(ids.shape(0)), T = int(ids.shape(1));
+            nb::gil_scoped_release nogil;
+            uint64_t before = diffrt::alloc_count();
+            s.session->encode(ids.data(), n_rows, T, nullptr);
+            return diffrt::alloc_count() - before;
+          },
+          nb::arg("ids"))
+      .def(
           "_capture",
           [](PySession& s, bool on) {
             if (!on) {

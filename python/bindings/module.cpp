@@ -8,5 +8,6 @@ NB_MODULE(_core, m) {
   register_model(m);
   register_sampler(m);
   register_generate(m);
+  register_batch_engine(m);
   register_fast_gemm(m);
 }

@@ -45,7 +45,9 @@ class Session:
         if max_context is None:
             max_context = min(int(cfg["context_length"]), DEFAULT_MAX_CONTEXT)
         if int(max_context) < cfg["canvas_length"]:
-            raise ValueError(f"max_context {max_context} is smaller than one canvas ({cfg['canvas_length']} tokens)")
+            raise ValueError(
+                f"max_context {max_context} is smaller than one canvas ({cfg['canvas_length']} tokens)"
+            )
         self.model = model
         self.batch = int(batch)
         self.max_context = int(max_context)
@@ -104,7 +106,9 @@ class Session:
             if sc.ndim == 2:
                 sc = sc[None]
             if sc.shape != (B, L, V):
-                raise ValueError(f"self_cond_logits: expected shape [{B}, {L}, {V}], got {np.asarray(self_cond_logits).shape}")
+                raise ValueError(
+                    f"self_cond_logits: expected shape [{B}, {L}, {V}], got {np.asarray(self_cond_logits).shape}"
+                )
             if not np.issubdtype(sc.dtype, np.floating):
                 raise ValueError(f"self_cond_logits: expected a float array, got dtype {sc.dtype}")
             sc = np.ascontiguousarray(sc, dtype=np.float32)

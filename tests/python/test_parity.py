@@ -23,10 +23,9 @@ ulps (2^-8 = 3.9e-3) accumulated over 4 layers.
 
 from __future__ import annotations
 
+import diffrt
 import numpy as np
 import pytest
-
-import diffrt
 
 F32_TOL = 1e-5
 BF16_KV_TOL = 1.5e-2
@@ -59,7 +58,9 @@ def teacher_forced_logits(model, ref, c, self_cond=False):
             k = np.ascontiguousarray(ref[f"enc{c}.layer{i}.k"][b], dtype=np.float32)
             v = np.ascontiguousarray(ref[f"enc{c}.layer{i}.v"][b], dtype=np.float32)
             s._s._load_kv(i, b, T, k, v)
-    return s.denoise(ref[f"dec{c}.canvas"], self_cond_logits=ref[f"dec{c}.sc_logits_in"] if self_cond else None)
+    return s.denoise(
+        ref[f"dec{c}.canvas"], self_cond_logits=ref[f"dec{c}.sc_logits_in"] if self_cond else None
+    )
 
 
 def run_parity(model, ref, n_canvas, kv_tol, logits_tol, e2e_canvases=None):

@@ -334,3 +334,84 @@ def test_scheduler_bounded_queue():
         sched.close()
 
     asyncio.run(main())
+
+
+# --- canvas-level batching ---------------------------------------------------------------------------
+def start_server(app):
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started, "server did not start"
+    return srv, thread, f"http://127.0.0.1:{srv.config.port}"
+
+
+MIXED = [  # different prompt lengths, parameters and seeds (two share a seed)
+    ("q", {"seed": 41}),
+    ("a much longer prompt than any of the others in this batch", {"seed": 42, "steps": 2, "num_predict": 16}),
+    ("x y", {"seed": 41, "steps": 5, "entropy_bound": 0.3, "num_predict": 48}),
+    ("q", {"seed": 43, "t_min": 0.1, "t_max": 0.2}),
+    ("Hello", {"seed": 44, "num_predict": 7}),
+    ("zz", {"seed": 45, "steps": 3, "confidence_threshold": 0.5}),
+]
+
+
+def expected_with(model, prompt, opts):
+    kw = {"num_predict": "max_new_tokens", "steps": "steps", "seed": "seed", "entropy_bound": "entropy_bound",
+          "t_min": "t_min", "t_max": "t_max", "confidence_threshold": "confidence_threshold"}
+    args = {"max_new_tokens": NUM_PREDICT, "steps": STEPS, **{kw[k]: v for k, v in opts.items()}}
+    r = model.generate(model.tokenizer.encode(prompt), **args)
+    eos, toks = gen.eos_ids(model.metadata), []
+    for t in r.tokens:
+        if t in eos:
+            break
+        toks.append(t)
+    return model.tokenizer.decode(toks[:args["max_new_tokens"]])
+
+
+def test_concurrent_mixed_requests_are_batched_and_match_alone(serve_store, tiny):
+    app = create_app(max_queue=8, parallel=3)
+    srv, thread, url = start_server(app)
+    try:
+        got = {}
+
+        def one(i):
+            prompt, opts = MIXED[i]
+            if i % 2:  # half of them stream
+                parts = ollama.Client(host=url).generate(model="tiny", prompt=prompt, raw=True, options=opts,
+                                                         stream=True)
+                got[i] = "".join(p.response for p in parts)
+            else:
+                got[i] = ollama.Client(host=url).generate(model="tiny", prompt=prompt, raw=True,
+                                                          options=opts).response
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(MIXED))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert got == {i: expected_with(tiny, p, o) for i, (p, o) in enumerate(MIXED)}
+        sched = app.state.diffrt.scheduler
+        assert 2 <= sched.peak_batch <= 3  # denoised together, never more than the slots
+        # alone, one after the other, the server answers the same
+        for i, (prompt, opts) in enumerate(MIXED):
+            assert ollama.Client(host=url).generate(model="tiny", prompt=prompt, raw=True,
+                                                    options=opts).response == got[i]
+        # a request the slots cannot hold is a 400; the server keeps serving
+        small = create_app(max_context=40)
+        srv2, thread2, url2 = start_server(small)
+        try:
+            with pytest.raises(ollama.ResponseError, match="context") as e:
+                ollama.Client(host=url2).generate(model="tiny", prompt="q", raw=True, options={"num_predict": 48})
+            assert e.value.status_code == 400
+            assert ollama.Client(host=url2).generate(model="tiny", prompt="q", raw=True,
+                                                     options={"seed": 41}).response == got[0]
+        finally:
+            srv2.should_exit = True
+            thread2.join(timeout=30)
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)

@@ -8,6 +8,9 @@
 //  - Output per row: exactly n_canvas_run * L new tokens (pads included) where n_canvas_run <=
 //    ceil(max_new_tokens / L) (the loop ends early once every row has hit EOS).
 //  - Every per-step buffer is allocated before the first step; a step allocates nothing.
+//  - All rows share `params`; row r draws from (params.seed, row r). A single prompt is row 0, the
+//    address BatchEngine (batch_engine.h) gives every request: per-request parameters and seeds,
+//    rows joining at canvas boundaries, live there.
 //  - Callbacks run on the calling thread between steps. A callback returning false cancels: the
 //    loop stops after that step (or commit), commits nothing more and returns cancelled = true;
 //    `steps` then also counts the interrupted canvas's steps.

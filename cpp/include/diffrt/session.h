@@ -32,6 +32,13 @@ class Session {
   virtual void encode(const int32_t* ids, int n_rows, int T, const int* rows = nullptr) = 0;
   // canvas: [batch, L]; self_cond: [batch, L, V] or nullptr. Returns logits [batch, L, V].
   virtual const float* denoise(const int32_t* canvas, const float* self_cond) = 0;
+  // denoise() over rows 0..n_rows-1 only (a batch engine with free slots at the end); the logits of
+  // the other rows are unspecified. canvas/self_cond keep the full [batch, ...] layout. The default
+  // runs every row.
+  virtual const float* denoise_rows(const int32_t* canvas, const float* self_cond, int n_rows) {
+    (void)n_rows;
+    return denoise(canvas, self_cond);
+  }
 
   virtual void reset() = 0;                 // all rows
   virtual void reset_row(int row) = 0;

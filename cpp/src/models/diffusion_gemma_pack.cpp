@@ -31,9 +31,12 @@ enum class Form { None, Bf16, W8A8, W8A16 };
 
 kernels::PackedMatrix pack(ThreadPool& pool, const Matrix& m, Form f) {
   switch (f) {
-    case Form::Bf16: return kernels::pack_bf16(pool, m);
-    case Form::W8A8: return kernels::pack_int8(pool, m);
-    default: return kernels::pack_w8a16(pool, m);
+    case Form::Bf16:
+      return kernels::pack_bf16(pool, m);
+    case Form::W8A8:
+      return kernels::pack_int8(pool, m);
+    default:
+      return kernels::pack_w8a16(pool, m);
   }
 }
 

@@ -19,6 +19,7 @@ class CpuSession final : public Session {
   int n_cached(int row) const override;
   void encode(const int32_t* ids, int n_rows, int T, const int* rows = nullptr) override;
   const float* denoise(const int32_t* canvas, const float* self_cond) override;
+  const float* denoise_rows(const int32_t* canvas, const float* self_cond, int n_rows) override;
   void reset() override;
   void reset_row(int row) override;
 

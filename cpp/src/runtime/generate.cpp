@@ -10,6 +10,7 @@
 #include "diffrt/error.h"
 #include "format/gguf_names.h"
 #include "core/thread_pool.h"
+#include "runtime/row_update.h"
 
 namespace diffrt {
 
@@ -86,7 +87,7 @@ GenerateResult generate(Session& S, const Model& model, const std::vector<std::v
   // first step before it is read), so creating it costs no pass over B*L*V floats.
   std::unique_ptr<float[]> sc_buf(new float[size_t(BL) * V]);
   float* const sc = sc_buf.get();
-  std::vector<int> order(BL);
+  std::vector<int> order(BL), eos_at(B);
   GenerateResult res;
   res.tokens.assign(B, {});
   for (auto& t : res.tokens) t.reserve(size_t(n_canvas) * L);
@@ -151,25 +152,13 @@ GenerateResult generate(Session& S, const Model& model, const std::vector<std::v
       for (int r = 0; r < B; ++r) {
         if (finished[r]) continue;
         const int o = r * L;
-        accept_by_entropy(&H[o], L, p.entropy_bound, &accepted[o], &order[o]);
-        double sum = 0;
-        for (int j = 0; j < L; ++j) {
-          const int i = o + j;
-          const int32_t noise = tape.active() ? tape.renoise[g * BL + i]
-                                              : rng_randint(p.seed, c, k, DrawPurpose::Renoise, r, j, V);
-          canvas[i] = accepted[i] ? sampled[i] : noise;
-          sum += H[i];
-        }
-        mean_H[r] = float(sum / L);
-        if (adaptive) {
-          bool stable = true;
-          for (int h = 0; h < s_hist && stable; ++h)
-            stable = std::equal(&new_amax[o], &new_amax[o] + L, &history[(size_t(h) * B + r) * L]);
-          for (int h = 0; h + 1 < s_hist; ++h)  // roll: oldest out, this step's argmax in last
-            std::copy_n(&history[(size_t(h + 1) * B + r) * L], L, &history[(size_t(h) * B + r) * L]);
-          if (s_hist > 0) std::copy_n(&new_amax[o], L, &history[(size_t(s_hist - 1) * B + r) * L]);
-          if (stable && mean_H[r] < conf) finished[r] = 1;
-        }
+        auto noise = [&](int j) {
+          return tape.active() ? tape.renoise[g * BL + o + j] : rng_randint(p.seed, c, k, DrawPurpose::Renoise, r, j, V);
+        };
+        mean_H[r] = rowstep::accept_and_renoise(&H[o], &sampled[o], L, p.entropy_bound, &accepted[o], &order[o],
+                                                &canvas[o], noise);
+        if (adaptive && rowstep::stops(&new_amax[o], L, &history[size_t(r) * L], s_hist, size_t(B) * L, mean_H[r], conf))
+          finished[r] = 1;
         std::copy_n(&new_amax[o], L, &amax[o]);
       }
       have_sc = true;
@@ -191,24 +180,19 @@ GenerateResult generate(Session& S, const Model& model, const std::vector<std::v
 
     // ---- commit the last argmax; EOS -> pad ----
     commit = amax;
-    bool any_end = false, any_done = false;
+    bool any_end = false;
     for (int r = 0; r < B; ++r) {
-      done[r] = 0;
-      for (int j = 0; j < L && !done[r]; ++j)
-        done[r] = std::find(p.eos_ids.begin(), p.eos_ids.end(), commit[r * L + j]) != p.eos_ids.end();
-      any_done |= done[r] != 0;
+      eos_at[r] = rowstep::first_eos(&commit[r * L], L, p.eos_ids);
+      done[r] = eos_at[r] >= 0;
       any_end |= (done[r] || finished_seq[r]);
     }
     if (p.pad_id >= 0 && any_end) {
       for (int r = 0; r < B; ++r) {
         int32_t* row = &commit[r * L];
-        if (finished_seq[r]) {
+        if (finished_seq[r])
           std::fill(row, row + L, p.pad_id);
-        } else if (done[r] && any_done) {  // keep the first EOS, pad everything after it
-          int j = 0;
-          while (std::find(p.eos_ids.begin(), p.eos_ids.end(), row[j]) == p.eos_ids.end()) ++j;
-          std::fill(row + j + 1, row + L, p.pad_id);
-        }
+        else if (done[r])  // keep the first EOS, pad everything after it
+          rowstep::pad_after(row, L, eos_at[r], p.pad_id);
       }
     }
     for (int r = 0; r < B; ++r) {

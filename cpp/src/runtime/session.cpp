@@ -104,11 +104,12 @@ void CpuSession::encode(const int32_t* ids, int n_rows, int T, const int* rows) 
     throw InvalidArgument("encode: " + std::to_string(n_rows) + " rows for a session of batch " + std::to_string(batch_));
   if (T < 0) throw InvalidArgument("encode: negative token count");
   if (T == 0) return;
-  std::vector<uint8_t> seen(size_t(batch_), 0);  // validation happens before any compute
+  // Validation happens before any compute (and allocates nothing: a commit is part of the loop).
   for (int r = 0; r < n_rows; ++r) {
     const int row = rows ? rows[r] : r;
     if (row < 0 || row >= batch_) throw InvalidArgument("encode: row " + std::to_string(row) + " out of range");
-    if (seen[row]++) throw InvalidArgument("encode: row " + std::to_string(row) + " given twice");
+    for (int q = 0; q < r; ++q)
+      if (rows && rows[q] == row) throw InvalidArgument("encode: row " + std::to_string(row) + " given twice");
     if (int64_t(cache_.n_cached[row]) + T > max_context_)
       throw InvalidArgument("encode: row " + std::to_string(row) + " would hold " +
                             std::to_string(cache_.n_cached[row] + int64_t(T)) + " tokens, beyond max_context " +
@@ -128,17 +129,31 @@ void CpuSession::encode(const int32_t* ids, int n_rows, int T, const int* rows) 
 }
 
 const float* CpuSession::denoise(const int32_t* canvas, const float* self_cond) {
+  return denoise_rows(canvas, self_cond, batch_);
+}
+
+const float* CpuSession::denoise_rows(const int32_t* canvas, const float* self_cond, int n_rows) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length, V = c.n_vocab;
-  for (int r = 0; r < batch_; ++r)
+  if (n_rows < 1 || n_rows > batch_)
+    throw InvalidArgument("denoise: " + std::to_string(n_rows) + " rows for a session of batch " + std::to_string(batch_));
+  for (int r = 0; r < n_rows; ++r)
     if (int64_t(cache_.n_cached[r]) + L > max_context_)
       throw InvalidArgument("denoise: row " + std::to_string(r) + " has " + std::to_string(cache_.n_cached[r]) +
                             " cached tokens; a canvas of " + std::to_string(L) + " would exceed max_context " +
                             std::to_string(max_context_));
-  for (int64_t i = 0; i < int64_t(batch_) * L; ++i)
+  for (int64_t i = 0; i < int64_t(n_rows) * L; ++i)
     if (canvas[i] < 0 || canvas[i] >= V)
       throw InvalidArgument("denoise: canvas id " + std::to_string(canvas[i]) + " out of range [0, " +
                             std::to_string(V) + ")");
+  // The model's pass covers rows 0..cache.batch-1 (row strides do not depend on it): shrink it
+  // for this pass only.
+  struct Restore {
+    dg::KVCache& cache;
+    int batch;
+    ~Restore() { cache.batch = batch; }
+  } restore{cache_, cache_.batch};
+  cache_.batch = n_rows;
   model_->denoise(ws_, cache_, rope_cos_, rope_sin_, canvas, self_cond, hook_ ? &hook_ : nullptr);
   return ws_.logits;
 }

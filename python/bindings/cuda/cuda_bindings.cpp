@@ -310,7 +310,7 @@ void register_cuda_engine(nb::module_& m) {
             if (pad_id) p.pad_id = *pad_id;
             p.seed = seed;
             diffrt::GenerateOptions opt;
-            opt.threads = 1;
+            opt.threads = 0;  // the CPU sampler over the copied logits: all cores
             opt.self_cond_bf16 = self_cond_bf16 ? *self_cond_bf16 : diffrt::default_self_cond_bf16(*host);
             const size_t B = prompts.size(), L = size_t(cfg.canvas_length);
             if (tape_init || tape_samples || tape_renoise) {

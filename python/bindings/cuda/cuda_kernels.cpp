@@ -64,12 +64,27 @@ std::unique_ptr<Dev> up(const A& a) {
   return std::make_unique<Dev>(a.data(), a.size() * sizeof(*a.data()));
 }
 
-// A host f32 matrix [rows][cols] on the device as f32 or bf16.
+// A host f32 matrix [rows][cols] on the device as f32, bf16 or int8 (per-row scales, quantized on
+// the host with quantize_rows_i8, as model uploads do).
 struct DevMatrix {
-  std::unique_ptr<Dev> f32, b16;
+  std::unique_ptr<Dev> f32, b16, q8, scale;
   kc::DMatrix m;
   DevMatrix(const float* host, int64_t rows, int64_t cols, const std::string& dtype) {
-    need(dtype == "f32" || dtype == "bf16", "dtype must be 'f32' or 'bf16'");
+    need(dtype == "f32" || dtype == "bf16" || dtype == "int8", "dtype must be 'f32', 'bf16' or 'int8'");
+    if (dtype == "int8") {
+      std::vector<int8_t> q(static_cast<size_t>(rows * cols));
+      std::vector<float> sc(static_cast<size_t>(rows));
+      kc::quantize_rows_i8(host, rows, cols, q.data(), sc.data());
+      q8 = std::make_unique<Dev>(q.data(), q.size());
+      scale = std::make_unique<Dev>(sc.data(), sizeof(float) * sc.size());
+      m.n = rows;
+      m.k = cols;
+      m.ld = cols;
+      m.type = kc::WType::I8;
+      m.data = q8->p;
+      m.scale = scale->as<float>();
+      return;
+    }
     f32 = std::make_unique<Dev>(host, sizeof(float) * rows * cols);
     m.n = rows;
     m.k = cols;

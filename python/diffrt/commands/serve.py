@@ -8,6 +8,12 @@ def add_parser(sub):
     p.add_argument("--port", type=int, default=11434, help="port (default 11434, Ollama's)")
     p.add_argument("--max-queue", type=int, default=16,
                    help="requests that may wait for the generator; more get HTTP 503 (default 16)")
+    p.add_argument("--parallel", type=int, default=4,
+                   help="requests of a model denoised together (batch slots, allocated when the model is "
+                        "first used; default 4)")
+    p.add_argument("--max-context", type=int, default=8192,
+                   help="positions (prompt + new tokens) per slot, capped by the model's context; "
+                        "sizes the slots' KV cache (default 8192)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
@@ -17,5 +23,10 @@ def run(args):
 
     if args.max_queue < 1:
         raise ValueError("--max-queue must be >= 1")
-    serve(args.host, args.port, max_queue=args.max_queue, log_level=args.log_level)
+    if args.parallel < 1:
+        raise ValueError("--parallel must be >= 1")
+    if args.max_context < 1:
+        raise ValueError("--max-context must be >= 1")
+    serve(args.host, args.port, max_queue=args.max_queue, log_level=args.log_level, parallel=args.parallel,
+          max_context=args.max_context)
     return 0

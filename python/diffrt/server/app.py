@@ -18,15 +18,16 @@ from starlette.routing import Route
 from .. import __version__
 from ..errors import DiffrtError
 from .registry import Registry, RequestError
-from .scheduler import QueueFullError, Scheduler
+from .scheduler import DEFAULT_MAX_CONTEXT, DEFAULT_PARALLEL, QueueFullError, Scheduler
 
 log = logging.getLogger("diffrt.server")
 
 
 class State:
-    def __init__(self, loader, max_queue: int):
+    def __init__(self, loader, max_queue: int, parallel: int = DEFAULT_PARALLEL,
+                 max_context: int = DEFAULT_MAX_CONTEXT):
         self.registry = Registry(loader)
-        self.scheduler = Scheduler(max_queue)
+        self.scheduler = Scheduler(max_queue, parallel, max_context)
 
 
 async def json_body(request: Request) -> dict:
@@ -83,12 +84,13 @@ def _error_response(request: Request, exc: Exception):
     return JSONResponse({"error": msg}, status)
 
 
-def create_app(loader=None, max_queue: int = 16) -> Starlette:
+def create_app(loader=None, max_queue: int = 16, parallel: int = DEFAULT_PARALLEL,
+               max_context: int = DEFAULT_MAX_CONTEXT) -> Starlette:
     from . import ollama, openai
 
     if loader is None:
         from ..model import load as loader
-    state = State(loader, max_queue)
+    state = State(loader, max_queue, parallel, max_context)
 
     async def root(request):
         return PlainTextResponse("diffrt is running")
@@ -123,7 +125,9 @@ def create_app(loader=None, max_queue: int = 16) -> Starlette:
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 11434, max_queue: int = 16, log_level: str = "info"):
+def serve(host: str = "127.0.0.1", port: int = 11434, max_queue: int = 16, log_level: str = "info",
+          parallel: int = DEFAULT_PARALLEL, max_context: int = DEFAULT_MAX_CONTEXT):
     import uvicorn
 
-    uvicorn.run(create_app(max_queue=max_queue), host=host, port=port, log_level=log_level)
+    app = create_app(max_queue=max_queue, parallel=parallel, max_context=max_context)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

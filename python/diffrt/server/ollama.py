@@ -39,7 +39,7 @@ def _stats(out: gen.Outcome) -> dict:
 async def _respond(state, body, prep, chunk, final):
     """Submit `prep` and answer as Ollama does: NDJSON chunks, or one object when stream=false.
     chunk(text, draft) and final(outcome, full_text) build the objects."""
-    job = state.scheduler.submit(lambda j: gen.run(j, state.registry, prep))
+    job = state.scheduler.submit_generation(state.registry, prep)
     if body.get("stream", True) is False:
         async for kind, value in job_events(job):
             if kind == "done":

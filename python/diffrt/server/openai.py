@@ -64,7 +64,7 @@ def routes(state):
         gen.check_context(ref, ids, params)
         prep = gen.Prepared(ref, ids, params, parse_keep_alive(body.get("keep_alive")),
                             drafts=bool(body.get("drafts")))
-        job = state.scheduler.submit(lambda j: gen.run(j, reg, prep))
+        job = state.scheduler.submit_generation(reg, prep)
         rid, created, model = f"{obj_prefix}-{uuid.uuid4().hex[:24]}", int(time.time()), body["model"]
         obj = "chat.completion" if obj_prefix == "chatcmpl" else "text_completion"
         if not body.get("stream"):

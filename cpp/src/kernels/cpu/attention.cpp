@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/vec_math.h"
 #include "kernels/kernels.h"
 
 namespace diffrt::kernels {
@@ -31,23 +32,21 @@ void attention(ThreadPool& pool, const AttentionArgs& a) {
 
     gemm_serial(q, a.ldq, ns, f32_matrix(k, nk, hd, hd), p, nk);  // scores, scaling 1.0
 
+    // The visible keys of a query form one contiguous range [lo, hi) (causal and window masks are
+    // both bounds on the key position); the rest get probability 0.
+    const auto& ops = cpu::row_ops();
     for (int i = 0; i < ns; ++i) {
       float* row = p + int64_t(i) * nk;
       const int qpos = a.q_pos0[b] + s0 + i;
+      int lo = 0, hi = nk;
+      if (a.causal) hi = std::min(nk, qpos - a.key_pos0[b] + 1);
+      if (a.window > 0) lo = std::max(0, qpos - a.window + 1 - a.key_pos0[b]);
       float mx = -INFINITY;
-      for (int j = 0; j < nk; ++j) {
-        const int kpos = a.key_pos0[b] + j;
-        bool visible = (!a.causal || kpos <= qpos) && (a.window <= 0 || kpos > qpos - a.window);
-        if (!visible) row[j] = -INFINITY;
-        mx = std::max(mx, row[j]);
-      }
-      double sum = 0.0;
-      for (int j = 0; j < nk; ++j) {
-        row[j] = row[j] == -INFINITY ? 0.f : std::exp(row[j] - mx);
-        sum += row[j];
-      }
-      const float inv = float(1.0 / sum);
-      for (int j = 0; j < nk; ++j) row[j] *= inv;
+      for (int j = lo; j < hi; ++j) mx = std::max(mx, row[j]);
+      const float inv = 1.0f / ops.exp_sub_sum(row + lo, hi - lo, mx);
+      for (int j = 0; j < lo; ++j) row[j] = 0.f;
+      for (int j = lo; j < hi; ++j) row[j] *= inv;
+      for (int j = hi; j < nk; ++j) row[j] = 0.f;
     }
 
     Matrix vm = f32_matrix(v, hd, nk, hd);  // V [nk][hd] read as B[k = key][n = dim]

@@ -58,6 +58,9 @@ namespace diffrt::kernels::cpu {
 namespace {
 
 // In-register transpose of a 16 x 16 block of floats (r[i] = row i in, column i out).
+// GCC 12 warns about an undefined operand inside its own unpack intrinsics (a false positive).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 inline void transpose16(__m512 r[16]) {
   __m512 t[16];
   for (int i = 0; i < 8; ++i) {
@@ -81,6 +84,7 @@ inline void transpose16(__m512 r[16]) {
     r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
   }
 }
+#pragma GCC diagnostic pop
 
 }  // namespace
 

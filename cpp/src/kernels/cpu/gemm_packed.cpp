@@ -24,9 +24,7 @@ struct Scratch {
   uint8_t* get(size_t need) {
     if (need > bytes) {
       size_t grow = (std::max(need, g_reserved.load(std::memory_order_relaxed)) + 4095) / 4096 * 4096;
-      void* p = std::aligned_alloc(64, grow);
-      if (!p) throw std::bad_alloc();
-      mem.reset(static_cast<uint8_t*>(p));
+      mem.reset(static_cast<uint8_t*>(::operator new(grow, std::align_val_t(64))));
       bytes = grow;
     }
     return mem.get();
@@ -45,10 +43,14 @@ const PackedKernels& kernels_for(CpuPath p) {
   static const PackedKernels avx512 = packed_kernels_avx512();
   static const PackedKernels amx = packed_kernels_amx();
   switch (p) {
-    case CpuPath::Amx: return amx;
-    case CpuPath::Avx512: return avx512;
-    case CpuPath::Avx2: return avx2;
-    default: return portable;
+    case CpuPath::Amx:
+      return amx;
+    case CpuPath::Avx512:
+      return avx512;
+    case CpuPath::Avx2:
+      return avx2;
+    default:
+      return portable;
   }
 }
 
@@ -70,8 +72,8 @@ void reserve_packed_gemm_scratch(int64_t M, int64_t k) {
   }
 }
 
-void gemm_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const PackedMatrix& w, float* y,
-                 int64_t ldy, CpuPath want) {
+void gemm_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const PackedMatrix& w, float* y, int64_t ldy,
+                 CpuPath want) {
   if (M <= 0 || w.n <= 0) return;
   const bool bf16 = w.kind == PackedMatrix::Kind::BF16;
   const CpuPath path = packed_gemm_path(w.kind, want);
@@ -83,10 +85,10 @@ void gemm_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const
   const size_t row_bytes = size_t(lda) * (bf16 ? 2 : 1);
   const bool shifted = !bf16 && kn.int8_shifted;
 
-  // 1. Activations, 8 rows a task; rows [M, m_pad) are zero (q = 0) for the 32-row AMX tiles.
-  int conv_tasks = int((m_pad + 7) / 8);
-  pool.parallel_for(conv_tasks, [&](int t, int) {
-    for (int64_t m = int64_t(t) * 8; m < std::min<int64_t>(m_pad, int64_t(t) * 8 + 8); ++m) {
+  // 1. Activations, 8 rows a task; for the 32-row AMX tiles rows [M, m_pad) are zero (q = 0).
+  const int64_t rows = path == CpuPath::Amx ? m_pad : M;
+  pool.parallel_for(int((rows + 7) / 8), [&](int t, int) {
+    for (int64_t m = int64_t(t) * 8; m < std::min<int64_t>(rows, int64_t(t) * 8 + 8); ++m) {
       uint8_t* row = a + size_t(m) * row_bytes;
       if (m >= M) {
         std::memset(row, shifted ? 0x80 : 0, row_bytes);

@@ -36,12 +36,13 @@ void configure() {
   _tile_loadconfig(&c);
 }
 
-// Writes the valid rows x cols of a 32 x 32 block of accumulators (row stride 32) into y,
-// times col_scale[j] (16-aligned reads are safe: scales are padded to n_pad) and row_scale[i].
+// Writes (accumulate: adds) the valid rows x cols of a 32 x 32 block of accumulators (row stride
+// 32) into y, times col_scale[j] (16-aligned reads are safe: scales are padded to n_pad) and
+// row_scale[i].
 // Vectorised: a scalar epilogue costs as much as the tile products of a K = 512 block.
 template <class Acc>
-void store_block(const Acc* c, int rows, int cols, const float* col_scale, const float* row_scale, float* y,
-                 int64_t ldy) {
+void store_block(const Acc* c, int rows, int cols, const float* col_scale, const float* row_scale, bool accumulate,
+                 float* y, int64_t ldy) {
   for (int h = 0; h * 16 < cols; ++h) {
     const int n = h * 16;
     const __mmask16 mk = cols - n >= 16 ? __mmask16(0xffff) : __mmask16((1u << (cols - n)) - 1);
@@ -53,6 +54,7 @@ void store_block(const Acc* c, int rows, int cols, const float* col_scale, const
       else
         v = _mm512_load_ps(c + i * 32 + n);
       v = _mm512_mul_ps(v, row_scale ? _mm512_mul_ps(cs, _mm512_set1_ps(row_scale[i])) : cs);
+      if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, y + i * ldy + n));
       _mm512_mask_storeu_ps(y + i * ldy + n, mk, v);
     }
   }
@@ -67,25 +69,32 @@ void bf16_block(const PackedMatrix& w, const uint16_t* a, int64_t lda, int64_t M
     int64_t n0 = nb * 16;
     int cols = int(std::min<int64_t>(32, w.n - n0));
     if (cols <= 0) break;
-    for (int64_t m = 0; m < M; m += 32) {
-      _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-      const uint16_t* a0 = a + m * lda;
-      for (int64_t k = 0; k < w.k_pad; k += 32) {
-        _tile_loadd(4, a0 + k, stride);
-        _tile_loadd(5, a0 + 16 * lda + k, stride);
-        _tile_loadd(6, w.bf16_block(nb, k / 2), 64);
-        _tile_loadd(7, w.bf16_block(nb + 1, k / 2), 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+    // K in cache blocks (kKBlockGroups): the 32 columns' weights of a block stay in L2 over the rows.
+    for (int64_t kb = 0; kb < w.k_pad; kb += 2 * kKBlockGroups) {
+      const int64_t k_end = std::min(w.k_pad, kb + 2 * kKBlockGroups);
+      for (int64_t m = 0; m < M; m += 32) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        const uint16_t* a0 = a + m * lda;
+        for (int64_t k = kb; k < k_end; k += 32) {
+          _tile_loadd(4, a0 + k, stride);
+          _tile_loadd(5, a0 + 16 * lda + k, stride);
+          _tile_loadd(6, w.bf16_block(nb, k / 2), 64);
+          _tile_loadd(7, w.bf16_block(nb + 1, k / 2), 64);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, c, 128);
+        _tile_stored(1, c + 16, 128);
+        _tile_stored(2, c + 16 * 32, 128);
+        _tile_stored(3, c + 16 * 32 + 16, 128);
+        store_block(c, int(std::min<int64_t>(32, M - m)), cols, w.scale.empty() ? nullptr : w.scale.data() + n0,
+                    nullptr, kb > 0, y + m * ldy + n0, ldy);
       }
-      _tile_stored(0, c, 128);
-      _tile_stored(1, c + 16, 128);
-      _tile_stored(2, c + 16 * 32, 128);
-      _tile_stored(3, c + 16 * 32 + 16, 128);
-      store_block(c, int(std::min<int64_t>(32, M - m)), cols, w.scale.empty() ? nullptr : w.scale.data() + n0,
-                  nullptr, y + m * ldy + n0, ldy);
     }
   }
   _tile_release();
@@ -99,25 +108,32 @@ void int8_block(const PackedMatrix& w, const int8_t* a, int64_t lda, int64_t M, 
     int64_t n0 = nb * 16;
     int cols = int(std::min<int64_t>(32, w.n - n0));
     if (cols <= 0) break;
-    for (int64_t m = 0; m < M; m += 32) {
-      _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-      const int8_t* a0 = a + m * lda;
-      for (int64_t k = 0; k < w.k_pad; k += 64) {
-        _tile_loadd(4, a0 + k, lda);
-        _tile_loadd(5, a0 + 16 * lda + k, lda);
-        _tile_loadd(6, w.int8_block(nb, k / 4), 64);
-        _tile_loadd(7, w.int8_block(nb + 1, k / 4), 64);
-        _tile_dpbssd(0, 4, 6);
-        _tile_dpbssd(1, 4, 7);
-        _tile_dpbssd(2, 5, 6);
-        _tile_dpbssd(3, 5, 7);
+    // K in cache blocks (kKBlockGroups): the 32 columns' weights of a block stay in L2 over the rows.
+    for (int64_t kb = 0; kb < w.k_pad; kb += 4 * kKBlockGroups) {
+      const int64_t k_end = std::min(w.k_pad, kb + 4 * kKBlockGroups);
+      for (int64_t m = 0; m < M; m += 32) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        const int8_t* a0 = a + m * lda;
+        for (int64_t k = kb; k < k_end; k += 64) {
+          _tile_loadd(4, a0 + k, lda);
+          _tile_loadd(5, a0 + 16 * lda + k, lda);
+          _tile_loadd(6, w.int8_block(nb, k / 4), 64);
+          _tile_loadd(7, w.int8_block(nb + 1, k / 4), 64);
+          _tile_dpbssd(0, 4, 6);
+          _tile_dpbssd(1, 4, 7);
+          _tile_dpbssd(2, 5, 6);
+          _tile_dpbssd(3, 5, 7);
+        }
+        _tile_stored(0, c, 128);
+        _tile_stored(1, c + 16, 128);
+        _tile_stored(2, c + 16 * 32, 128);
+        _tile_stored(3, c + 16 * 32 + 16, 128);
+        store_block(c, int(std::min<int64_t>(32, M - m)), cols, w.scale.data() + n0, a_scale + m, kb > 0,
+                    y + m * ldy + n0, ldy);
       }
-      _tile_stored(0, c, 128);
-      _tile_stored(1, c + 16, 128);
-      _tile_stored(2, c + 16 * 32, 128);
-      _tile_stored(3, c + 16 * 32 + 16, 128);
-      store_block(c, int(std::min<int64_t>(32, M - m)), cols, w.scale.data() + n0, a_scale + m, y + m * ldy + n0,
-                  ldy);
     }
   }
   _tile_release();

@@ -15,10 +15,16 @@ namespace diffrt::kernels::cpu {
 using ToBf16Fn = void (*)(const float* x, int64_t k, int64_t k_pad, uint16_t* out);
 // q = round(x / s), s = max|x| / 127 (s = 0 for an all-zero row); shift: store q + 128 as u8.
 using QuantFn = void (*)(const float* x, int64_t k, int64_t k_pad, bool shift, int8_t* out, float* scale);
-using Bf16BlockFn = void (*)(const PackedMatrix& w, const uint16_t* a, int64_t lda, int64_t M, int64_t nb0,
-                             int64_t nb1, float* y, int64_t ldy);
+using Bf16BlockFn = void (*)(const PackedMatrix& w, const uint16_t* a, int64_t lda, int64_t M, int64_t nb0, int64_t nb1,
+                             float* y, int64_t ldy);
 using Int8BlockFn = void (*)(const PackedMatrix& w, const int8_t* a, int64_t lda, int64_t M, const float* a_scale,
                              int64_t nb0, int64_t nb1, float* y, int64_t ldy);
+
+// K is cut into cache blocks of this many VNNI groups (4096 bf16 / 8192 int8 values): a task's
+// 64 outputs x one block of weights is 512 KB, which stays in L2 while the task's rows stream past
+// it. Blocks after the first add into y (f32), so very long K (the self-conditioning product
+// probs · E has K = vocab) no longer re-reads its weights from memory for every 6 or 32 rows.
+constexpr int64_t kKBlockGroups = 2048;
 
 struct PackedKernels {
   ToBf16Fn to_bf16;

@@ -1,19 +1,21 @@
 // Repacking of weight matrices, once at load, into the blocked bf16 / int8 layout of pack.h.
 #include "kernels/cpu/pack.h"
 
+#include <diffrt/error.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
-#include <diffrt/error.h>
-
 #include "core/dtype.h"
 
 namespace diffrt::kernels {
 
-void AlignedFree::operator()(void* p) const { std::free(p); }
+// Aligned operator new (not aligned_alloc), so the test allocation counter (core/alloc_counter.h)
+// sees these buffers too.
+void AlignedFree::operator()(void* p) const { ::operator delete(p, std::align_val_t(64)); }
 
 namespace {
 
@@ -27,8 +29,7 @@ PackedMatrix make(PackedMatrix::Kind kind, const Matrix& w) {
   p.n_pad = round_up(std::max<int64_t>(w.n, 1), 32);
   p.k_pad = round_up(std::max<int64_t>(w.k, 1), kind == PackedMatrix::Kind::BF16 ? 32 : 64);
   size_t bytes = p.bytes();
-  void* mem = std::aligned_alloc(64, round_up(int64_t(bytes), 64));
-  if (!mem) throw std::bad_alloc();
+  void* mem = ::operator new(size_t(round_up(int64_t(bytes), 64)), std::align_val_t(64));
   std::memset(mem, 0, bytes);  // padding rows and columns are zero weights
   p.data.reset(static_cast<uint8_t*>(mem));
   return p;

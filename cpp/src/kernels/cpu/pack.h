@@ -24,17 +24,17 @@
 
 namespace diffrt::kernels {
 
-struct AlignedFree {
+struct AlignedFree {  // frees ::operator new(size, std::align_val_t(64))
   void operator()(void* p) const;
 };
 
 struct PackedMatrix {
   enum class Kind : uint8_t { BF16, INT8 };
   Kind kind = Kind::BF16;
-  int64_t n = 0, k = 0;          // logical W[n][k] (output, input features)
-  int64_t n_pad = 0, k_pad = 0;  // padded sizes of the packed data
+  int64_t n = 0, k = 0;                          // logical W[n][k] (output, input features)
+  int64_t n_pad = 0, k_pad = 0;                  // padded sizes of the packed data
   std::unique_ptr<uint8_t[], AlignedFree> data;  // layout above, 64-byte aligned
-  std::vector<float> scale;      // [n_pad] per output channel; empty for plain bf16
+  std::vector<float> scale;                      // [n_pad] per output channel; empty for plain bf16
   std::vector<int32_t> row_sum;  // [n_pad] Σ_k q[n][k] (int8): undoes the +128 shift of VNNI u8 activations
 
   static constexpr int kNBlock = 16;
@@ -62,8 +62,8 @@ PackedMatrix pack_w8a16(ThreadPool& pool, const Matrix& w);  // int8 values as b
 // `path` picks the kernels (clamped to what this CPU supports): amx -> AMX tiles, avx512 ->
 // vdpbf16ps / vpdpbusd, avx2 and portable -> plain C++ (compiled for AVX2 and for the baseline).
 // y must not alias x.
-void gemm_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const PackedMatrix& w, float* y,
-                 int64_t ldy, CpuPath path = cpu_path());
+void gemm_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const PackedMatrix& w, float* y, int64_t ldy,
+                 CpuPath path = cpu_path());
 void reserve_packed_gemm_scratch(int64_t M, int64_t k);
 
 // The path gemm_packed really runs for this kind (lowered where the CPU lacks the instructions).

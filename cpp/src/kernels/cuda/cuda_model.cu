@@ -48,12 +48,19 @@ void upload_matrix(const kernels::Matrix& m, const DMatrix& d) {
   const int64_t chunk_rows = std::max<int64_t>(1, (int64_t(16) << 20) / std::max<int64_t>(1, m.k));
   std::vector<float> buf(size_t(std::min(chunk_rows, m.n) * m.k));
   std::vector<uint16_t> b16(d.type == kc::WType::BF16 ? buf.size() : 0);
+  std::vector<int8_t> q8(d.type == kc::WType::I8 ? buf.size() : 0);
+  std::vector<float> sc(d.type == kc::WType::I8 ? size_t(std::min(chunk_rows, m.n)) : 0);
   for (int64_t r0 = 0; r0 < m.n; r0 += chunk_rows) {
     const int64_t rows = std::min(chunk_rows, m.n - r0);
     for (int64_t r = 0; r < rows; ++r) kernels::decode_row(m, r0 + r, 0, m.k, buf.data() + r * m.k);
     const size_t n = size_t(rows * m.k);
     char* dst = static_cast<char*>(const_cast<void*>(d.data)) + size_t(r0 * m.k) * d.elem_bytes();
-    if (d.type == kc::WType::BF16) {
+    if (d.type == kc::WType::I8) {
+      kc::quantize_rows_i8(buf.data(), rows, m.k, q8.data(), sc.data());
+      DIFFRT_CUDA_CHECK(cudaMemcpy(dst, q8.data(), n, cudaMemcpyHostToDevice));
+      DIFFRT_CUDA_CHECK(cudaMemcpy(const_cast<float*>(d.scale) + r0, sc.data(), sizeof(float) * size_t(rows),
+                                   cudaMemcpyHostToDevice));
+    } else if (d.type == kc::WType::BF16) {
       for (size_t i = 0; i < n; ++i) b16[i] = bf16_bits(buf[i]);
       DIFFRT_CUDA_CHECK(cudaMemcpy(dst, b16.data(), n * 2, cudaMemcpyHostToDevice));
     } else {
@@ -76,8 +83,8 @@ void check_device() {
 
 std::string resolve(const std::string& requested, bool bf16_file) {
   if (requested == "auto") return bf16_file ? "bf16" : "f32";
-  if (requested == "f32" || requested == "bf16") return requested;
-  throw InvalidArgument("CUDA compute_type must be 'auto', 'f32' or 'bf16', got '" + requested + "'");
+  if (requested == "f32" || requested == "bf16" || requested == "int8") return requested;
+  throw InvalidArgument("CUDA compute_type must be 'auto', 'f32', 'bf16' or 'int8', got '" + requested + "'");
 }
 
 }  // namespace
@@ -96,11 +103,14 @@ void* DeviceModel::alloc(size_t bytes) {
 
 DMatrix DeviceModel::new_matrix(int64_t n, int64_t k, bool f32) {
   DMatrix m;
-  m.type = (f32 || compute_type_ == "f32") ? kc::WType::F32 : kc::WType::BF16;
+  m.type = (f32 || compute_type_ == "f32") ? kc::WType::F32
+           : compute_type_ == "int8"         ? kc::WType::I8
+                                             : kc::WType::BF16;
   m.n = n;
   m.k = k;
   m.ld = k;
   m.data = alloc(size_t(n * k) * m.elem_bytes());
+  if (m.type == kc::WType::I8) m.scale = static_cast<const float*>(alloc(sizeof(float) * size_t(n)));
   return m;
 }
 
@@ -234,7 +244,7 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, const s
   std::shared_ptr<DeviceModel> m(new DeviceModel());
   m->cfg_ = cfg;
   m->compute_type_ = resolve(compute_type, true);
-  m->bf16_model_ = m->compute_type_ == "bf16";
+  m->bf16_model_ = m->compute_type_ != "f32";  // random bf16 / int8 models stand for a bf16 checkpoint
   m->embed_scale_ = std::sqrt(float(c.n_embd));
   if (m->bf16_model_) m->embed_scale_ = round_bf16(m->embed_scale_);
   const int H = c.n_embd, I = c.n_ff, E = c.n_expert, Ie = c.n_ff_exp, nh = c.n_head;
@@ -243,6 +253,7 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, const s
   auto mat = [&](int64_t n, int64_t k, bool f32 = false) {
     DMatrix d = m->new_matrix(n, k, f32);
     kc::fill_uniform(nullptr, const_cast<void*>(d.data), d.type, n * k, a, ++stream);
+    if (d.type == kc::WType::I8) kc::fill_value(nullptr, const_cast<float*>(d.scale), n, a / 127.f);
     return d;
   };
   auto ones = [&](int64_t n) {

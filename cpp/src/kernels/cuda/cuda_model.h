@@ -1,6 +1,7 @@
 // DiffusionGemma weights on the device (the CUDA backend's Model): uploaded once from a GGUF file
 // (through the CPU model's validated weight table) or made directly on the device with random
-// values for benchmarking. Matrices are f32 (compute type "f32") or bf16 ("bf16"); norm vectors,
+// values for benchmarking. Matrices are f32 (compute type "f32"), bf16 ("bf16") or int8 with a
+// scale per row ("int8"); norm vectors,
 // scalars and the router projection are always f32 (near-tied router scores must not flip).
 //
 // Duplication note: the layer table mirrors dg::LayerWeights with device pointers; unify once the
@@ -35,7 +36,8 @@ struct DLayer {
 
 class DeviceModel {
  public:
-  // compute_type: "auto" (bf16 for a BF16 embedding, else f32), "f32" or "bf16". Throws
+  // compute_type: "auto" (bf16 for a BF16 embedding, else f32), "f32", "bf16" or "int8" (W8A16:
+  // per-row int8 weights dequantized to bf16 in the tensor-core GEMM, bf16 activations). Throws
   // InvalidArgument for anything else, CudaError when the device cannot hold the weights.
   static std::shared_ptr<DeviceModel> from_file(const std::string& path, const std::string& compute_type);
   // Random weights (uniform, std 0.02; norms and scales 1) of the given shape, made on the device.
@@ -46,7 +48,7 @@ class DeviceModel {
 
   const ModelConfig& config() const { return cfg_; }
   const std::string& compute_type() const { return compute_type_; }
-  bool tensor_cores() const { return compute_type_ == "bf16"; }  // bf16 activations in the GEMMs
+  bool tensor_cores() const { return compute_type_ != "f32"; }  // bf16 activations in the GEMMs
   bool bf16_model() const { return bf16_model_; }                 // spec §4 roundings (embed scale, rope, probs)
   float embed_scale() const { return embed_scale_; }
   size_t weight_bytes() const { return bytes_; }

@@ -1,5 +1,8 @@
 // Row and elementwise ops on the device (norms, activations, RoPE, embedding, small helpers).
 // Numerics follow the CPU ops: RMSNorm sums squares in double, inv = 1 / sqrt(mean + eps) in f32.
+#include <algorithm>
+#include <cmath>
+
 #include "kernels/cuda/common.cuh"
 
 namespace diffrt::kernels::cuda {
@@ -80,10 +83,13 @@ __global__ void add_scale_kernel(float* x, const float* y, int64_t n, float s) {
 }
 
 template <class T>
-__global__ void embed_kernel(const T* E, int64_t ld, int64_t H, const int32_t* ids, float scale, float* out) {
+__global__ void embed_kernel(const T* E, const float* row_scale, int64_t ld, int64_t H, const int32_t* ids, float scale,
+                             float* out) {
   const int64_t t = blockIdx.x;
   const T* row = E + int64_t(ids[t]) * ld;
-  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) out[t * H + i] = load_w(row, i) * scale;
+  const float rs = row_scale ? row_scale[ids[t]] : 1.f;  // int8 rows: q * row scale, then the embed scale
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x)
+    out[t * H + i] = (row_scale ? load_w(row, i) * rs : load_w(row, i)) * scale;
 }
 
 __global__ void rope_kernel(float* x, int64_t ldx, int n_head, int hd, const int32_t* pos, const float* cos,
@@ -108,7 +114,9 @@ __global__ void fill_uniform_kernel(void* data, int t, int64_t n, float a, uint6
   philox4x32(ctr, seed, out);
   const float u = (float(out[0] >> 8) + 0.5f) * (1.0f / 16777216.0f);  // (0, 1)
   const float v = (2.f * u - 1.f) * a;
-  if (t == int(WType::BF16))
+  if (t == int(WType::I8))
+    static_cast<int8_t*>(data)[i] = int8_t(rintf(u * 254.f - 127.f));
+  else if (t == int(WType::BF16))
     static_cast<uint16_t*>(data)[i] = f32_to_bf16_bits(v);
   else
     static_cast<float*>(data)[i] = v;
@@ -174,11 +182,16 @@ void add_scale(cudaStream_t st, float* x, const float* y, int64_t n, float s) {
 
 void embed(cudaStream_t st, const DMatrix& E, const int32_t* ids, int64_t n, float scale, float* out) {
   if (n <= 0) return;
+  if (E.type == WType::I8 && !E.scale) throw CudaError("cuda::embed: int8 embedding without scales");
   if (E.type == WType::BF16)
-    embed_kernel<uint16_t><<<unsigned(n), kBlock, 0, st>>>(static_cast<const uint16_t*>(E.data), E.ld, E.k, ids,
-                                                           scale, out);
+    embed_kernel<uint16_t><<<unsigned(n), kBlock, 0, st>>>(static_cast<const uint16_t*>(E.data), nullptr, E.ld, E.k,
+                                                           ids, scale, out);
+  else if (E.type == WType::I8)
+    embed_kernel<int8_t><<<unsigned(n), kBlock, 0, st>>>(static_cast<const int8_t*>(E.data), E.scale, E.ld, E.k, ids,
+                                                         scale, out);
   else
-    embed_kernel<float><<<unsigned(n), kBlock, 0, st>>>(static_cast<const float*>(E.data), E.ld, E.k, ids, scale, out);
+    embed_kernel<float><<<unsigned(n), kBlock, 0, st>>>(static_cast<const float*>(E.data), nullptr, E.ld, E.k, ids,
+                                                        scale, out);
   DIFFRT_CUDA_LAUNCHED("cuda::embed");
 }
 
@@ -194,6 +207,18 @@ void fill_uniform(cudaStream_t st, void* data, WType t, int64_t n, float a, uint
   fill_uniform_kernel<<<blocks_for(n), kBlock, 0, st>>>(data, int(t), n, a, seed);
   DIFFRT_CUDA_LAUNCHED("cuda::fill_uniform");
 }
+void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* q, float* scale) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = src + r * cols;
+    float mx = 0.f;
+    for (int64_t i = 0; i < cols; ++i) mx = std::max(mx, std::fabs(x[i]));
+    const float s = mx / 127.f;
+    scale[r] = s;
+    for (int64_t i = 0; i < cols; ++i)
+      q[r * cols + i] = s > 0.f ? int8_t(std::max(-127.f, std::min(127.f, std::nearbyint(x[i] / s)))) : int8_t(0);
+  }
+}
+
 void fill_value(cudaStream_t st, float* data, int64_t n, float v) {
   if (n <= 0) return;
   fill_value_kernel<<<blocks_for(n), kBlock, 0, st>>>(data, n, v);

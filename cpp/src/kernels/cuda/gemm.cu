@@ -14,11 +14,13 @@ namespace {
 constexpr int BM = 64, BN = 64, BK = 16;
 constexpr int TBK = 32;  // tensor-core kernel: K step
 static_assert(TBK % 16 == 0, "the tensor-core K step is a whole number of 16-wide fragments");
+static_assert((TBK + 8) * 2 % 16 == 0, "shared rows of the B tile must keep 16-byte alignment for vector stores");
 
 // One BMxBN tile of C[m][n] = Σ_k A[m][k] W(n, k); W(n, k) = W[n*ldw + k] (NK) or W[k*ldw + n] (KN).
 template <class T>
-__device__ void simt_tile(const float* __restrict__ A, int64_t lda, int64_t M, const T* __restrict__ W, int64_t N,
-                          int64_t K, int64_t ldw, bool kn, float* __restrict__ C, int64_t ldc, int64_t m0, int64_t n0) {
+__device__ void simt_tile(const float* __restrict__ A, int64_t lda, int64_t M, const T* __restrict__ W,
+                          const float* __restrict__ scale, int64_t N, int64_t K, int64_t ldw, bool kn,
+                          float* __restrict__ C, int64_t ldc, int64_t m0, int64_t n0) {
   __shared__ float As[BK][BM + 4];
   __shared__ float Bs[BK][BN + 4];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -37,13 +39,13 @@ __device__ void simt_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
       for (int i = tid; i < BN * BK; i += blockDim.x) {
         const int n = i / BK, kk = i % BK;
         const int64_t gn = n0 + n, gk = k0 + kk;
-        Bs[kk][n] = (gn < N && gk < K) ? load_w(W, gn * ldw + gk) : 0.f;
+        Bs[kk][n] = (gn < N && gk < K) ? load_w(W, gn * ldw + gk) * (scale ? scale[gn] : 1.f) : 0.f;
       }
     } else {
       for (int i = tid; i < BN * BK; i += blockDim.x) {
         const int n = i % BN, kk = i / BN;
         const int64_t gn = n0 + n, gk = k0 + kk;
-        Bs[kk][n] = (gn < N && gk < K) ? load_w(W, gk * ldw + gn) : 0.f;
+        Bs[kk][n] = (gn < N && gk < K) ? load_w(W, gk * ldw + gn) * (scale ? scale[gk] : 1.f) : 0.f;
       }
     }
     __syncthreads();
@@ -73,10 +75,23 @@ __device__ void simt_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
   }
 }
 
-// Tensor-core tile (NK bf16 weights): A rounded to bf16 on the way into shared memory.
-__device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, const uint16_t* __restrict__ W,
-                          int64_t N, int64_t K, int64_t ldw, bool kn, float* __restrict__ C, int64_t ldc, int64_t m0,
-                          int64_t n0) {
+// Tensor-core tile: A rounded to bf16 on the way into shared memory; W bf16 (T = uint16_t) or int8
+// with per-row scales (T = int8_t), dequantized to bf16 in shared memory.
+template <class T>
+__device__ __forceinline__ __nv_bfloat16 w_bf16(const T* W, const float* scale, int64_t i, int64_t row);
+template <>
+__device__ __forceinline__ __nv_bfloat16 w_bf16<uint16_t>(const uint16_t* W, const float*, int64_t i, int64_t) {
+  return reinterpret_cast<const __nv_bfloat16*>(W)[i];
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 w_bf16<int8_t>(const int8_t* W, const float* scale, int64_t i, int64_t row) {
+  return __float2bfloat16_rn(float(W[i]) * scale[row]);
+}
+
+template <class T>
+__device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, const T* __restrict__ W,
+                          const float* __restrict__ scale, int64_t N, int64_t K, int64_t ldw, bool kn,
+                          float* __restrict__ C, int64_t ldc, int64_t m0, int64_t n0) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using namespace nvcuda;
   __shared__ __align__(32) __nv_bfloat16 As[BM][TBK + 8];
@@ -88,24 +103,53 @@ __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
   for (int i = 0; i < 2; ++i)
 #pragma unroll
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
-  const __nv_bfloat16* Wb = reinterpret_cast<const __nv_bfloat16*>(W);
+  // Vector loads need aligned rows (base pointer and row stride): 16 bytes of A (4 floats), 8 weights
+  // (16 bytes of bf16, 8 bytes of int8).
+  constexpr int64_t wvec_bytes = 8 * int64_t(sizeof(T));
+  const bool vec_a = (lda % 4 == 0) && (reinterpret_cast<uintptr_t>(A) % 16 == 0);
+  const bool vec_w = (ldw % 8 == 0) && (reinterpret_cast<uintptr_t>(W) % wvec_bytes == 0);
   for (int64_t k0 = 0; k0 < K; k0 += TBK) {
-    for (int i = tid; i < BM * TBK; i += blockDim.x) {
-      const int m = i / TBK, kk = i % TBK;
-      const int64_t gm = m0 + m, gk = k0 + kk;
-      As[m][kk] = __float2bfloat16_rn((gm < M && gk < K) ? A[gm * lda + gk] : 0.f);
+    // A: 4 floats per load where the rows allow 16-byte loads, else one element at a time.
+    for (int i = tid; i < BM * TBK / 4; i += blockDim.x) {
+      const int m = i / (TBK / 4), kq = (i % (TBK / 4)) * 4;
+      const int64_t gm = m0 + m, gk = k0 + kq;
+      if (vec_a && gm < M && gk + 3 < K) {
+        const float4 v = *reinterpret_cast<const float4*>(A + gm * lda + gk);
+        As[m][kq] = __float2bfloat16_rn(v.x);
+        As[m][kq + 1] = __float2bfloat16_rn(v.y);
+        As[m][kq + 2] = __float2bfloat16_rn(v.z);
+        As[m][kq + 3] = __float2bfloat16_rn(v.w);
+      } else {
+        for (int u = 0; u < 4; ++u)
+          As[m][kq + u] = __float2bfloat16_rn((gm < M && gk + u < K) ? A[gm * lda + gk + u] : 0.f);
+      }
     }
     if (!kn) {
-      for (int i = tid; i < BN * TBK; i += blockDim.x) {
-        const int n = i / TBK, kk = i % TBK;
-        const int64_t gn = n0 + n, gk = k0 + kk;
-        Bs[n][kk] = (gn < N && gk < K) ? Wb[gn * ldw + gk] : __float2bfloat16_rn(0.f);
+      // W rows: 8 bf16 (16 bytes) per load where aligned, else one element at a time.
+      for (int i = tid; i < BN * TBK / 8; i += blockDim.x) {
+        const int n = i / (TBK / 8), kq = (i % (TBK / 8)) * 8;
+        const int64_t gn = n0 + n, gk = k0 + kq;
+        if (vec_w && gn < N && gk + 7 < K) {
+          if constexpr (sizeof(T) == 2) {
+            *reinterpret_cast<uint4*>(&Bs[n][kq]) = *reinterpret_cast<const uint4*>(W + gn * ldw + gk);
+          } else {
+            const uint2 raw = *reinterpret_cast<const uint2*>(W + gn * ldw + gk);
+            const int8_t* q = reinterpret_cast<const int8_t*>(&raw);
+            const float sc = scale[gn];
+#pragma unroll
+            for (int u = 0; u < 8; ++u) Bs[n][kq + u] = __float2bfloat16_rn(float(q[u]) * sc);
+          }
+        } else {
+          for (int u = 0; u < 8; ++u)
+            Bs[n][kq + u] = (gn < N && gk + u < K) ? w_bf16<T>(W, scale, gn * ldw + gk + u, gn)
+                                                   : __float2bfloat16_rn(0.f);
+        }
       }
     } else {
       for (int i = tid; i < BN * TBK; i += blockDim.x) {
         const int n = i % BN, kk = i / BN;
         const int64_t gn = n0 + n, gk = k0 + kk;
-        Bs[n][kk] = (gn < N && gk < K) ? Wb[gk * ldw + gn] : __float2bfloat16_rn(0.f);
+        Bs[n][kk] = (gn < N && gk < K) ? w_bf16<T>(W, scale, gk * ldw + gn, gk) : __float2bfloat16_rn(0.f);
       }
     }
     __syncthreads();
@@ -139,33 +183,38 @@ __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
 }
 
 template <class T>
-__global__ void __launch_bounds__(256) simt_gemm_kernel(const float* A, int64_t lda, int64_t M, const T* W, int64_t N,
-                                                        int64_t K, int64_t ldw, bool kn, float* C, int64_t ldc) {
-  simt_tile<T>(A, lda, M, W, N, K, ldw, kn, C, ldc, int64_t(blockIdx.y) * BM, int64_t(blockIdx.x) * BN);
+__global__ void __launch_bounds__(256) simt_gemm_kernel(const float* A, int64_t lda, int64_t M, const T* W,
+                                                        const float* scale, int64_t N, int64_t K, int64_t ldw, bool kn,
+                                                        float* C, int64_t ldc) {
+  simt_tile<T>(A, lda, M, W, scale, N, K, ldw, kn, C, ldc, int64_t(blockIdx.x) * BM, int64_t(blockIdx.y) * BN);
 }
 
-__global__ void __launch_bounds__(128) wmma_gemm_kernel(const float* A, int64_t lda, int64_t M, const uint16_t* W,
-                                                        int64_t N, int64_t K, int64_t ldw, bool kn, float* C,
-                                                        int64_t ldc) {
-  wmma_tile(A, lda, M, W, N, K, ldw, kn, C, ldc, int64_t(blockIdx.y) * BM, int64_t(blockIdx.x) * BN);
+template <class T>
+__global__ void __launch_bounds__(128) wmma_gemm_kernel(const float* A, int64_t lda, int64_t M, const T* W,
+                                                        const float* scale, int64_t N, int64_t K, int64_t ldw, bool kn,
+                                                        float* C, int64_t ldc) {
+  wmma_tile<T>(A, lda, M, W, scale, N, K, ldw, kn, C, ldc, int64_t(blockIdx.x) * BM, int64_t(blockIdx.y) * BN);
 }
 
 // Grouped: blockIdx.y is a tile of the device-built list tiles = [count, (expert, first row)...];
 // expert e owns rows [offset[e], offset[e+1]) of A and C and the weight rows [e*N, (e+1)*N).
 template <class T, bool TC>
 __global__ void __launch_bounds__(TC ? 128 : 256) grouped_gemm_kernel(const float* A, int64_t lda, const T* W,
-                                                                      int64_t N, int64_t K, int64_t ldw,
-                                                                      const int32_t* offset, const int32_t* tiles,
-                                                                      float* C, int64_t ldc) {
+                                                                      const float* scale, int64_t N, int64_t K,
+                                                                      int64_t ldw, const int32_t* offset,
+                                                                      const int32_t* tiles, float* C, int64_t ldc) {
   const int t = blockIdx.y;
   if (t >= tiles[0]) return;
   const int e = tiles[1 + 2 * t], m0 = tiles[2 + 2 * t];
   const int64_t base = offset[e], rows = offset[e + 1] - base;
   const T* We = W + int64_t(e) * N * ldw;
+  const float* se = scale ? scale + int64_t(e) * N : nullptr;  // NK: one scale per weight row
   if constexpr (TC)
-    wmma_tile(A + base * lda, lda, rows, We, N, K, ldw, false, C + base * ldc, ldc, m0, int64_t(blockIdx.x) * BN);
+    wmma_tile<T>(A + base * lda, lda, rows, We, se, N, K, ldw, false, C + base * ldc, ldc, m0,
+                 int64_t(blockIdx.x) * BN);
   else
-    simt_tile<T>(A + base * lda, lda, rows, We, N, K, ldw, false, C + base * ldc, ldc, m0, int64_t(blockIdx.x) * BN);
+    simt_tile<T>(A + base * lda, lda, rows, We, se, N, K, ldw, false, C + base * ldc, ldc, m0,
+                 int64_t(blockIdx.x) * BN);
 }
 
 }  // namespace
@@ -173,17 +222,27 @@ __global__ void __launch_bounds__(TC ? 128 : 256) grouped_gemm_kernel(const floa
 void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix& w, float* y, int64_t ldy,
           bool allow_bf16_act) {
   if (M <= 0 || w.n <= 0) return;
-  const dim3 grid(unsigned((w.n + BN - 1) / BN), unsigned((M + BM - 1) / BM));
-  if (grid.y > 65535) throw CudaError("cuda::gemm: M too large for one launch");
-  if (w.type == WType::BF16 && allow_bf16_act) {
-    wmma_gemm_kernel<<<grid, 128, 0, st>>>(x, ldx, M, static_cast<const uint16_t*>(w.data), w.n, w.k, w.ld, w.kn, y,
-                                           ldy);
-  } else if (w.type == WType::BF16) {
-    simt_gemm_kernel<uint16_t><<<grid, 256, 0, st>>>(x, ldx, M, static_cast<const uint16_t*>(w.data), w.n, w.k, w.ld,
-                                                     w.kn, y, ldy);
+  // blockIdx.x runs over the row tiles of x: the blocks that read the same weight tile are launched
+  // next to each other, so the weights come from HBM once and from L2 for the other row tiles.
+  const dim3 grid(unsigned((M + BM - 1) / BM), unsigned((w.n + BN - 1) / BN));
+  if (grid.y > 65535) throw CudaError("cuda::gemm: N too large for one launch");
+  const bool tc = allow_bf16_act && w.type != WType::F32;
+  if (w.type == WType::I8 && !w.scale) throw CudaError("cuda::gemm: int8 weights without scales");
+  if (w.type == WType::BF16) {
+    const auto* W = static_cast<const uint16_t*>(w.data);
+    if (tc)
+      wmma_gemm_kernel<uint16_t><<<grid, 128, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, y, ldy);
+    else
+      simt_gemm_kernel<uint16_t><<<grid, 256, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, y, ldy);
+  } else if (w.type == WType::I8) {
+    const auto* W = static_cast<const int8_t*>(w.data);
+    if (tc)
+      wmma_gemm_kernel<int8_t><<<grid, 128, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, y, ldy);
+    else
+      simt_gemm_kernel<int8_t><<<grid, 256, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, y, ldy);
   } else {
-    simt_gemm_kernel<float><<<grid, 256, 0, st>>>(x, ldx, M, static_cast<const float*>(w.data), w.n, w.k, w.ld, w.kn,
-                                                  y, ldy);
+    simt_gemm_kernel<float><<<grid, 256, 0, st>>>(x, ldx, M, static_cast<const float*>(w.data), nullptr, w.n, w.k,
+                                                  w.ld, w.kn, y, ldy);
   }
   DIFFRT_CUDA_LAUNCHED("cuda::gemm");
 }
@@ -194,15 +253,25 @@ void grouped_gemm(cudaStream_t st, const float* x, int64_t ldx, const DMatrix& w
   if (max_tiles <= 0) return;
   if (max_tiles > 65535) throw CudaError("cuda::grouped_gemm: too many tiles for one launch");
   const dim3 grid(unsigned((n_per_expert + BN - 1) / BN), unsigned(max_tiles));
-  if (w_all.type == WType::BF16 && allow_bf16_act) {
-    grouped_gemm_kernel<uint16_t, true><<<grid, 128, 0, st>>>(x, ldx, static_cast<const uint16_t*>(w_all.data),
-                                                              n_per_expert, w_all.k, w_all.ld, offset, tiles, y, ldy);
-  } else if (w_all.type == WType::BF16) {
-    grouped_gemm_kernel<uint16_t, false><<<grid, 256, 0, st>>>(x, ldx, static_cast<const uint16_t*>(w_all.data),
-                                                               n_per_expert, w_all.k, w_all.ld, offset, tiles, y, ldy);
+  const bool tc = allow_bf16_act && w_all.type != WType::F32;
+  if (w_all.type == WType::I8 && !w_all.scale) throw CudaError("cuda::grouped_gemm: int8 weights without scales");
+  const int64_t N = n_per_expert, K = w_all.k, ld = w_all.ld;
+  if (w_all.type == WType::BF16) {
+    const auto* W = static_cast<const uint16_t*>(w_all.data);
+    if (tc)
+      grouped_gemm_kernel<uint16_t, true><<<grid, 128, 0, st>>>(x, ldx, W, nullptr, N, K, ld, offset, tiles, y, ldy);
+    else
+      grouped_gemm_kernel<uint16_t, false><<<grid, 256, 0, st>>>(x, ldx, W, nullptr, N, K, ld, offset, tiles, y, ldy);
+  } else if (w_all.type == WType::I8) {
+    const auto* W = static_cast<const int8_t*>(w_all.data);
+    if (tc)
+      grouped_gemm_kernel<int8_t, true><<<grid, 128, 0, st>>>(x, ldx, W, w_all.scale, N, K, ld, offset, tiles, y, ldy);
+    else
+      grouped_gemm_kernel<int8_t, false><<<grid, 256, 0, st>>>(x, ldx, W, w_all.scale, N, K, ld, offset, tiles, y,
+                                                               ldy);
   } else {
-    grouped_gemm_kernel<float, false><<<grid, 256, 0, st>>>(x, ldx, static_cast<const float*>(w_all.data),
-                                                            n_per_expert, w_all.k, w_all.ld, offset, tiles, y, ldy);
+    grouped_gemm_kernel<float, false><<<grid, 256, 0, st>>>(x, ldx, static_cast<const float*>(w_all.data), nullptr, N,
+                                                            K, ld, offset, tiles, y, ldy);
   }
   DIFFRT_CUDA_LAUNCHED("cuda::grouped_gemm");
 }

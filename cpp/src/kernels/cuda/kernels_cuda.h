@@ -24,24 +24,30 @@ void check(cudaError_t e, const char* what, const char* file, int line);
 #define DIFFRT_CUDA_CHECK(call) ::diffrt::kernels::cuda::check((call), #call, __FILE__, __LINE__)
 #define DIFFRT_CUDA_LAUNCHED(name) ::diffrt::kernels::cuda::check(cudaGetLastError(), name, __FILE__, __LINE__)
 
-enum class WType : int { F32 = 0, BF16 = 1 };
+enum class WType : int { F32 = 0, BF16 = 1, I8 = 2 };
 
 // A device weight matrix. NK (default): W[n][k], row stride ld (= k when dense) -> y = x · Wᵀ.
 // KN (kn = true): B[k][n], row stride ld (= n) -> y = x · B.
+// I8 (compute type int8, W8A16): value = q * scale[stored row] (scale [n] for NK, [k] for KN);
+// the tensor-core kernel dequantizes to bf16 in shared memory, activations are bf16.
 struct DMatrix {
   WType type = WType::F32;
   const void* data = nullptr;
   int64_t n = 0, k = 0, ld = 0;
   bool kn = false;
-  size_t elem_bytes() const { return type == WType::BF16 ? 2 : 4; }
+  const float* scale = nullptr;  // I8 only
+  size_t elem_bytes() const { return type == WType::BF16 ? 2 : type == WType::I8 ? 1 : 4; }
   // Rows [first, first + count) of an NK matrix.
   DMatrix rows(int64_t first, int64_t count) const {
     DMatrix m = *this;
     m.data = static_cast<const char*>(data) + size_t(first) * size_t(ld) * elem_bytes();
+    if (scale) m.scale = scale + first;
     m.n = count;
     return m;
   }
 };
+// Host: per-row symmetric int8 quantization (scale = max|row| / 127, q = round-half-even(x / scale)).
+void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* q, float* scale);
 
 // ---- GEMM ---------------------------------------------------------------------------------------
 // y[m][0:N] = x[m][0:K] · Wᵀ (x · B for KN). allow_bf16_act: bf16 weights may use the tensor-core
@@ -151,7 +157,8 @@ void kv_append(cudaStream_t st, const float* k, const float* v, int64_t ld, cons
 void kv_compact(cudaStream_t st, const int* rows, const int* n_cached, int n_rows, int S, int kv, int hd, int W,
                 int cap, int64_t row_stride, float* kc, float* vc, float* tmp);
 void add_to_n_cached(cudaStream_t st, const int* rows, int n_rows, int S, int* n_cached);
-// Fills n elements with uniform(-a, a) from a hash of (seed, index) (random benchmark weights).
+// Fills n elements with uniform(-a, a) from a hash of (seed, index) (random benchmark weights);
+// I8: uniform integers in [-127, 127] (the caller's scales make the values).
 void fill_uniform(cudaStream_t st, void* data, WType t, int64_t n, float a, uint64_t seed);
 void fill_value(cudaStream_t st, float* data, int64_t n, float v);
 // f32 -> bf16 conversion of n values (uploads).

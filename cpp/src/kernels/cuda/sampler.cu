@@ -77,9 +77,10 @@ __global__ void token_stats_kernel(const float* raw, float* pl, int V, int L, co
 }
 
 // One block per row (blockDim 1024 >= L rounded up to a power of two).
-__global__ void accept_renoise_kernel(const float* H, const int32_t* sampled, int L, int P, int V, float fbound,
-                                      const int32_t* step_info, uint64_t seed, const int32_t* tape,
-                                      const uint8_t* frozen, uint8_t* accepted, int32_t* canvas, float* mean_H) {
+__global__ void __launch_bounds__(1024)
+    accept_renoise_kernel(const float* H, const int32_t* sampled, int L, int P, int V, float fbound,
+                          const int32_t* step_info, uint64_t seed, const int32_t* tape, const uint8_t* frozen,
+                          uint8_t* accepted, int32_t* canvas, float* mean_H) {
   __shared__ float key[1024];
   __shared__ int id[1024];
   __shared__ uint8_t acc[1024];
