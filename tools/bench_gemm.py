@@ -17,7 +17,6 @@ Usage: python tools/bench_gemm.py [--shapes 256x512x512,...] [--reps 5] [--out F
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -26,18 +25,10 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from diffrt import _core
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import cpu_name  # tools/bench.py
+
 DEFAULT_SHAPES = "256x512x512,256x2048x512,256x512x2048,256x32000x512"
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def timed(fn, reps, flops):

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 from tokenizers.models import BPE
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
-from diffrt.gguf_names import HF_NAMES, LAYER_TENSORS, SLIDING_ONLY
+from diffrt.convert.diffusion_gemma import tensor_shapes
 
 
 def config(a):
@@ -71,40 +71,21 @@ def config(a):
 
 
 def shapes(a, types):
-    H, I, E, Ie, nh = a.hidden, a.intermediate, a.experts, a.moe_intermediate, a.heads
-    out = {
-        HF_NAMES["TOKEN_EMBD"]: (a.vocab, H),
-        HF_NAMES["OUTPUT_NORM"]: (H,),
-        HF_NAMES["SELF_COND_PRE_NORM"]: (H,),
-        HF_NAMES["SELF_COND_GATE"]: (I, H),
-        HF_NAMES["SELF_COND_UP"]: (I, H),
-        HF_NAMES["SELF_COND_DOWN"]: (H, I),
-    }
-    for i, t in enumerate(types):
-        full = t == "full_attention"
-        hd, kv = (a.global_head_dim, a.global_kv_heads) if full else (a.head_dim, a.kv_heads)
-        sizes = {
-            "ATTN_Q": (nh * hd, H),
-            "ATTN_K": (kv * hd, H),
-            "ATTN_V": (kv * hd, H),
-            "ATTN_Q_NORM": (hd,),
-            "ATTN_K_NORM": (hd,),
-            "ATTN_OUT": (H, nh * hd),
-            "FFN_GATE": (I, H),
-            "FFN_UP": (I, H),
-            "FFN_DOWN": (H, I),
-            "FFN_GATE_INP": (E, H),
-            "FFN_GATE_UP_EXPS": (E, 2 * Ie, H),
-            "FFN_DOWN_EXPS": (E, H, Ie),
-            "FFN_DOWN_EXPS_SCALE": (E,),
-            "LAYER_OUT_SCALE": (1,),
-            "ENC_LAYER_OUT_SCALE": (1,),
-        }
-        for ident, _, hf in LAYER_TENSORS:
-            if ident in SLIDING_ONLY and full:
-                continue
-            out[hf.format(bid=i)] = sizes.get(ident, (H,))
-    return out
+    """{HF name: shape} of the text weights: the converter's own table (derived tensors left out)."""
+    full = [t == "full_attention" for t in types]
+    table = tensor_shapes(
+        vocab=a.vocab,
+        hidden=a.hidden,
+        intermediate=a.intermediate,
+        n_expert=a.experts,
+        moe_intermediate=a.moe_intermediate,
+        n_head=a.heads,
+        layer_types=types,
+        head_dims=[a.global_head_dim if f else a.head_dim for f in full],
+        n_kv=[a.global_kv_heads if f else a.kv_heads for f in full],
+        hd_full=a.global_head_dim,
+    )
+    return {hf: shape for _, _, hf, shape in table if hf is not None}
 
 
 def tokenizer_json(vocab):

@@ -67,8 +67,10 @@ ARCH = dict(
 
 PROMPTS = ["Tell me about {}.", "Write about {}.", "Explain {}.", "What can you say about {}?"]
 
-GEN_DEFAULTS = dict(max_new_tokens=128, max_denoising_steps=32, entropy_bound=0.5, t_min=0.2, t_max=0.6,
-                    stability_threshold=1, confidence_threshold=0.01)
+# Sampler defaults written to generation_config.json, chosen by a small sweep on held-out prompts
+# (tools/eval_tiny.py): colder or more greedy settings make this small model stop after a few words.
+GEN_DEFAULTS = dict(max_new_tokens=128, max_denoising_steps=48, entropy_bound=0.1, t_min=0.4, t_max=0.8,
+                    stability_threshold=1, confidence_threshold=0.005)
 
 
 # ---------------------------------------------------------------- data

@@ -15,6 +15,7 @@
 #include "bindings.h"
 #include "model.h"
 #include "models/diffusion_gemma.h"
+#include "sampler_params.h"
 
 namespace {
 
@@ -39,18 +40,8 @@ int64_t submit(PyBatchEngine& e, const std::vector<int32_t>& prompt, std::option
                std::optional<double> confidence_threshold, std::optional<std::vector<int32_t>> eos_ids,
                std::optional<int32_t> pad_id, uint64_t seed, bool want_steps) {
   diffrt::BatchRequest req;
-  diffrt::SamplerParams& p = req.params;
-  p = diffrt::SamplerParams::from(e.model->config().sampler);
-  if (max_new_tokens) p.max_new_tokens = *max_new_tokens;
-  if (steps) p.steps = *steps;
-  if (t_min) p.t_min = *t_min;
-  if (t_max) p.t_max = *t_max;
-  if (entropy_bound) p.entropy_bound = *entropy_bound;
-  if (stability_threshold) p.stability_threshold = *stability_threshold;
-  if (confidence_threshold) p.confidence_threshold = *confidence_threshold;
-  if (eos_ids) p.eos_ids = *eos_ids;
-  if (pad_id) p.pad_id = *pad_id;
-  p.seed = seed;
+  req.params = diffrt_py::sampler_params(e.model->config().sampler, max_new_tokens, steps, t_min, t_max, entropy_bound,
+                                         stability_threshold, confidence_threshold, eos_ids, pad_id, seed);
   req.prompt = prompt;
   req.want_steps = want_steps;
   return e.engine->submit(std::move(req));

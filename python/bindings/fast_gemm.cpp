@@ -10,6 +10,7 @@
 #include "bindings.h"
 #include "core/cpu_features.h"
 #include "kernels/cpu/pack.h"
+#include "raw_matrix.h"
 
 namespace {
 
@@ -31,14 +32,6 @@ CpuPath path_of(const std::string& s) {
   throw InvalidArgument("unknown cpu path " + s);
 }
 
-GGMLType type_of(const std::string& t) {
-  if (t == "F32") return GGMLType::F32;
-  if (t == "F16") return GGMLType::F16;
-  if (t == "BF16") return GGMLType::BF16;
-  if (t == "Q8_0") return GGMLType::Q8_0;
-  throw InvalidArgument("unknown type " + t);
-}
-
 // A packed weight: packing copies, so the numpy array it came from need not outlive it.
 struct Packed {
   kernels::PackedMatrix p;
@@ -55,13 +48,7 @@ void register_fast_gemm(nb::module_& parent) {
       .def(
           "__init__",
           [](Packed* self, U8 w, const std::string& type, int64_t n, int64_t k, bool kn, const std::string& kind) {
-            kernels::Matrix mat;
-            mat.type = type_of(type);
-            mat.data = w.data();
-            mat.n = n;
-            mat.k = k;
-            mat.kn = kn;
-            mat.row_bytes = w.shape(1);
+            kernels::Matrix mat = diffrt_py::raw_matrix(w.data(), w.shape(1), type, n, k, kn);
             if (n <= 0 || k <= 0 || int64_t(w.shape(0)) != (kn ? k : n) ||
                 mat.row_bytes < ggml_row_bytes(mat.type, kn ? n : k))
               throw InvalidArgument("Packed: w does not hold a [" + std::to_string(n) + ", " + std::to_string(k) +

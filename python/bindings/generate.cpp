@@ -4,7 +4,6 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
-#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -14,20 +13,13 @@
 #include "bindings.h"
 #include "model.h"
 #include "models/diffusion_gemma.h"
+#include "ndarray_util.h"
+#include "sampler_params.h"
 
 namespace {
 
-using I32Array = nb::ndarray<const int32_t, nb::ndim<3>, nb::c_contig, nb::device::cpu>;
-
-template <typename T>
-nb::ndarray<nb::numpy, T> copy_array(const T* src, std::initializer_list<size_t> shape) {
-  size_t n = 1;
-  for (size_t d : shape) n *= d;
-  T* buf = new T[n];
-  std::memcpy(buf, src, n * sizeof(T));
-  nb::capsule del(buf, [](void* p) noexcept { delete[] static_cast<T*>(p); });
-  return nb::ndarray<nb::numpy, T>(buf, shape, del);
-}
+using diffrt_py::copy_array;
+using I32Array = diffrt_py::TapeArray;
 
 // A Python callback that may raise: the error is kept as the pending Python error and the loop is
 // cancelled; generate() re-raises it once the loop has returned.
@@ -56,17 +48,9 @@ nb::dict run_generate(const PyModel& pm, const std::vector<std::vector<int32_t>>
   const std::shared_ptr<diffrt::Model>& model = pm.model;
   if (!model) throw diffrt::InvalidArgument("generate: no model");
   const diffrt::ModelConfig& cfg = model->config();
-  diffrt::SamplerParams p = diffrt::SamplerParams::from(cfg.sampler);
-  if (max_new_tokens) p.max_new_tokens = *max_new_tokens;
-  if (steps) p.steps = *steps;
-  if (t_min) p.t_min = *t_min;
-  if (t_max) p.t_max = *t_max;
-  if (entropy_bound) p.entropy_bound = *entropy_bound;
-  if (stability_threshold) p.stability_threshold = *stability_threshold;
-  if (confidence_threshold) p.confidence_threshold = *confidence_threshold;
-  if (eos_ids) p.eos_ids = *eos_ids;
-  if (pad_id) p.pad_id = *pad_id;
-  p.seed = seed;
+  const diffrt::SamplerParams p =
+      diffrt_py::sampler_params(cfg.sampler, max_new_tokens, steps, t_min, t_max, entropy_bound, stability_threshold,
+                                confidence_threshold, eos_ids, pad_id, seed);
 
   diffrt::GenerateOptions opt;
   opt.threads = threads;
@@ -75,25 +59,7 @@ nb::dict run_generate(const PyModel& pm, const std::vector<std::vector<int32_t>>
     if (auto* dgm = dynamic_cast<const diffrt::dg::DiffusionGemma*>(model.get())) opt.pool = &dgm->pool();
   opt.self_cond_bf16 = self_cond_bf16 ? *self_cond_bf16 : diffrt::default_self_cond_bf16(*model);
   const int B = int(prompts.size()), L = cfg.canvas_length;
-  if (tape_init || tape_samples || tape_renoise) {
-    if (!tape_init || !tape_samples || !tape_renoise)
-      throw diffrt::InvalidArgument("tape needs 'init', 'samples' and 'renoise'");
-    auto check = [&](const I32Array& a, const char* name) {
-      if (int(a.shape(1)) != B || int(a.shape(2)) != L)
-        throw diffrt::InvalidArgument(std::string("tape '") + name + "' must have shape [n, " + std::to_string(B) +
-                                      ", " + std::to_string(L) + "]");
-    };
-    check(*tape_init, "init");
-    check(*tape_samples, "samples");
-    check(*tape_renoise, "renoise");
-    if (tape_samples->shape(0) != tape_renoise->shape(0))
-      throw diffrt::InvalidArgument("tape 'samples' and 'renoise' must have the same number of steps");
-    opt.tape.init = tape_init->data();
-    opt.tape.n_init = int64_t(tape_init->shape(0));
-    opt.tape.samples = tape_samples->data();
-    opt.tape.renoise = tape_renoise->data();
-    opt.tape.n_steps = int64_t(tape_samples->shape(0));
-  }
+  diffrt_py::set_tape(opt.tape, tape_init, tape_samples, tape_renoise, B, L);
 
   CallbackGuard guard;
   if (!on_step.is_none()) {

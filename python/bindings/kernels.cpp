@@ -13,7 +13,10 @@
 
 #include "bindings.h"
 #include "core/cpu_features.h"
+#include "kernel_arg_checks.h"
 #include "kernels/kernels.h"
+#include "ndarray_util.h"
+#include "raw_matrix.h"
 
 namespace {
 
@@ -27,26 +30,10 @@ ThreadPool& pool() {
   return p;
 }
 
-nb::ndarray<nb::numpy, float> out_array(std::vector<size_t> shape) {
-  size_t n = 1;
-  for (size_t s : shape) n *= s;
-  float* data = new float[n];
-  std::memset(data, 0, n * sizeof(float));
-  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<float*>(p); });
-  return nb::ndarray<nb::numpy, float>(data, shape.size(), shape.data(), owner);
-}
+// Outputs start zeroed.
+nb::ndarray<nb::numpy, float> out_array(std::vector<size_t> shape) { return diffrt_py::zeros_array<float>(shape); }
 
-GGMLType type_of(const std::string& t) {
-  if (t == "F32") return GGMLType::F32;
-  if (t == "F16") return GGMLType::F16;
-  if (t == "BF16") return GGMLType::BF16;
-  if (t == "Q8_0") return GGMLType::Q8_0;
-  throw InvalidArgument("unknown type " + t);
-}
-
-void need(bool ok, const char* what) {
-  if (!ok) throw InvalidArgument(what);
-}
+using diffrt_py::need;
 
 }  // namespace
 
@@ -57,13 +44,7 @@ void register_kernels(nb::module_& parent) {
   // y = x · Wᵀ (kn=False, w raw rows [n][row_bytes]) or x · B (kn=True, w raw rows [k][row_bytes]).
   m.def("gemm", [](F32 x, U8 w, const std::string& type, int64_t n, int64_t k, bool kn, bool serial) {
     need(x.ndim() == 2 && int64_t(x.shape(1)) == k, "x must be [M, k]");
-    kernels::Matrix mat;
-    mat.type = type_of(type);
-    mat.data = w.data();
-    mat.n = n;
-    mat.k = k;
-    mat.kn = kn;
-    mat.row_bytes = w.shape(1);
+    const kernels::Matrix mat = diffrt_py::raw_matrix(w.data(), w.shape(1), type, n, k, kn);
     need(int64_t(w.shape(0)) == (kn ? k : n), "w rows");
     need(mat.row_bytes >= ggml_row_bytes(mat.type, kn ? n : k), "w row bytes");
     const int64_t M = x.shape(0);
@@ -112,8 +93,7 @@ void register_kernels(nb::module_& parent) {
 
   // x [T, n_head, hd]; pos [T]; cos/sin [P, hd/2]
   m.def("rope", [](F32 x, I32 pos, F32 cos, F32 sin) {
-    need(x.ndim() == 3 && pos.size() == x.shape(0) && cos.ndim() == 2 && cos.shape(1) * 2 == x.shape(2), "shapes");
-    for (size_t i = 0; i < pos.size(); ++i) need(pos.data()[i] >= 0 && size_t(pos.data()[i]) < cos.shape(0), "pos");
+    diffrt_py::check_rope_args(x, pos, cos, sin);
     const size_t T = x.shape(0), nh = x.shape(1), hd = x.shape(2);
     auto y = out_array({T, nh, hd});
     std::memcpy(y.data(), x.data(), sizeof(float) * x.size());
@@ -123,11 +103,7 @@ void register_kernels(nb::module_& parent) {
 
   // One row: q [S, nh, hd], k/v [kv, nk, hd]; keys at key_pos0.., queries at q_pos0..
   m.def("attention", [](F32 q, F32 k, F32 v, int key_pos0, int q_pos0, bool causal, int window) {
-    need(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3 && q.shape(2) == k.shape(2), "shapes");
-    need(k.shape(0) == v.shape(0) && k.shape(1) == v.shape(1) && k.shape(2) == v.shape(2), "k/v shapes");
-    const int S = int(q.shape(0)), nh = int(q.shape(1)), hd = int(q.shape(2));
-    const int kv = int(k.shape(0)), nk = int(k.shape(1));
-    need(kv > 0 && nh % kv == 0, "GQA heads");
+    const auto [S, nh, hd, kv, nk] = diffrt_py::check_attention_args(q, k, v);
     auto out = out_array({size_t(S), size_t(nh), size_t(hd)});
     std::vector<float> scratch(size_t(pool().size()) * kernels::attention_scratch_floats(nk));
     kernels::AttentionArgs a;
@@ -174,10 +150,7 @@ void register_kernels(nb::module_& parent) {
 
   // Router: r [M, H], scale [H], proj [E, H] f32, per_expert_scale [E] -> (idx [M, K] as f32, w [M, K])
   m.def("router_topk", [](F32 r, F32 scale, F32 proj, F32 pes, int top_k, float eps) {
-    need(r.ndim() == 2 && proj.ndim() == 2 && proj.shape(1) == r.shape(1), "shapes");
-    const int64_t M = r.shape(0);
-    const int H = int(r.shape(1)), E = int(proj.shape(0));
-    need(top_k >= 1 && top_k <= E && int(pes.size()) == E && int(scale.size()) == H, "sizes");
+    const auto [M, H, E] = diffrt_py::check_router_args(r, scale, proj, pes, top_k);
     std::vector<float> z(size_t(M) * H), scores(size_t(M) * E);
     std::vector<int32_t> idx(size_t(M) * top_k);
     auto w = out_array({size_t(M), size_t(top_k)});

@@ -14,63 +14,21 @@
 #include <diffrt/error.h>
 
 #include "bindings.h"
+#include "config_dict.h"
 #include "core/alloc_counter.h"
 #include "core/cpu_features.h"
 #include "model.h"
+#include "ndarray_util.h"
 #include "runtime/cpu_session.h"
 
 namespace {
 
 using IdArray = nb::ndarray<const int32_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using F32Array3 = nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::device::cpu>;
+using F32OutArray3 = nb::ndarray<float, nb::numpy, nb::ndim<3>, nb::c_contig, nb::device::cpu>;
 
-template <class T>
-nb::ndarray<nb::numpy, T> owned_array(std::vector<size_t> shape) {
-  size_t n = 1;
-  for (size_t s : shape) n *= s;
-  T* data = new T[n];
-  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
-  return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.data(), owner);
-}
-
-nb::dict config_dict(const diffrt::ModelConfig& c) {
-  nb::dict d;
-  d["n_layer"] = c.n_layer;
-  d["n_embd"] = c.n_embd;
-  d["n_ff"] = c.n_ff;
-  d["n_head"] = c.n_head;
-  d["n_vocab"] = c.n_vocab;
-  d["n_expert"] = c.n_expert;
-  d["n_expert_used"] = c.n_expert_used;
-  d["n_ff_exp"] = c.n_ff_exp;
-  d["canvas_length"] = c.canvas_length;
-  d["sliding_window"] = c.sliding_window;
-  d["context_length"] = c.context_length;
-  d["rms_eps"] = c.rms_eps;
-  d["final_logit_softcapping"] = c.final_logit_softcapping;
-  d["is_sliding"] = std::vector<bool>(c.is_sliding.begin(), c.is_sliding.end());
-  d["head_dim"] = c.head_dim;
-  d["n_kv_head"] = c.n_kv_head;
-  d["rope_base"] = c.rope_base;
-  d["rope_base_swa"] = c.rope_base_swa;
-  d["rope_partial"] = c.rope_partial;
-  d["rope_partial_swa"] = c.rope_partial_swa;
-  d["rope_type"] = c.rope_type;
-  d["rope_type_swa"] = c.rope_type_swa;
-  d["bidirectional"] = c.bidirectional;
-  nb::dict s;
-  s["max_steps"] = c.sampler.max_steps;
-  s["t_min"] = c.sampler.t_min;
-  s["t_max"] = c.sampler.t_max;
-  s["entropy_bound"] = c.sampler.entropy_bound;
-  s["stability_threshold"] = c.sampler.stability_threshold;
-  s["confidence_threshold"] = c.sampler.confidence_threshold;
-  s["max_new_tokens"] = c.sampler.max_new_tokens;
-  s["eos_ids"] = c.sampler.eos_ids;
-  s["pad_id"] = c.sampler.pad_id;
-  d["sampler"] = s;
-  return d;
-}
+using diffrt_py::config_dict;
+using diffrt_py::empty_array;
 
 diffrt::CpuSession& cpu(PySession& s) { return static_cast<diffrt::CpuSession&>(*s.session); }
 
@@ -138,7 +96,8 @@ void register_model(nb::module_& m) {
           nb::arg("ids"), nb::arg("rows") = std::vector<int>{})
       .def(
           "denoise",
-          [](PySession& s, IdArray canvas, std::optional<F32Array3> self_cond) {
+          [](PySession& s, IdArray canvas, std::optional<F32Array3> self_cond,
+             std::optional<F32OutArray3> out_arg) -> nb::object {
             const auto& c = s.model->config();
             const size_t B = size_t(s.session->batch()), L = size_t(c.canvas_length), V = size_t(c.n_vocab);
             if (canvas.shape(0) != B || canvas.shape(1) != L)
@@ -147,15 +106,28 @@ void register_model(nb::module_& m) {
             if (self_cond && (self_cond->shape(0) != B || self_cond->shape(1) != L || self_cond->shape(2) != V))
               throw diffrt::InvalidArgument("denoise: self_cond_logits must be [" + std::to_string(B) + ", " +
                                             std::to_string(L) + ", " + std::to_string(V) + "]");
-            auto out = owned_array<float>({B, L, V});
+            // out: a caller's float32 [B, L, V] buffer reused across steps (no fresh 32 MB array,
+            // and no page faults on it, per step).
+            if (out_arg && (out_arg->shape(0) != B || out_arg->shape(1) != L || out_arg->shape(2) != V))
+              throw diffrt::InvalidArgument("denoise: out must be float32 [" + std::to_string(B) + ", " +
+                                            std::to_string(L) + ", " + std::to_string(V) + "]");
+            if (out_arg) {
+              {
+                nb::gil_scoped_release nogil;
+                const float* logits = s.session->denoise(canvas.data(), self_cond ? self_cond->data() : nullptr);
+                std::memcpy(out_arg->data(), logits, sizeof(float) * B * L * V);
+              }
+              return nb::cast(*out_arg);
+            }
+            auto out = empty_array<float>({B, L, V});
             {
               nb::gil_scoped_release nogil;
               const float* logits = s.session->denoise(canvas.data(), self_cond ? self_cond->data() : nullptr);
               std::memcpy(out.data(), logits, sizeof(float) * B * L * V);
             }
-            return out;
+            return nb::cast(out);
           },
-          nb::arg("canvas"), nb::arg("self_cond").none() = nb::none())
+          nb::arg("canvas"), nb::arg("self_cond").none() = nb::none(), nb::arg("out").none() = nb::none())
       .def(
           "_debug_denoise_allocs",
           [](PySession& s, IdArray canvas, int n, std::optional<F32Array3> self_cond) {
@@ -209,8 +181,8 @@ void register_model(nb::module_& m) {
             const auto& c = cs.cache();
             const int n = L.sliding ? std::min(T, cs.model().config().sliding_window - 1) : T;
             const size_t kv = size_t(L.n_kv), hd = size_t(L.head_dim);
-            auto k = owned_array<float>({kv, size_t(n), hd});
-            auto v = owned_array<float>({kv, size_t(n), hd});
+            auto k = empty_array<float>({kv, size_t(n), hd});
+            auto v = empty_array<float>({kv, size_t(n), hd});
             for (size_t j = 0; j < kv; ++j) {
               const int64_t off = row * c.row_stride(layer, L) + int64_t(j) * c.cap[layer] * hd;
               std::memcpy(k.data() + j * n * hd, c.k[layer] + off, sizeof(float) * n * hd);
@@ -237,7 +209,7 @@ void register_model(nb::module_& m) {
         nb::dict d;
         if (!s.dumps) return d;
         for (auto& [name, v] : *s.dumps) {
-          auto a = owned_array<float>({v.size()});
+          auto a = empty_array<float>({v.size()});
           std::memcpy(a.data(), v.data(), v.size() * sizeof(float));
           d[name.c_str()] = a;
         }

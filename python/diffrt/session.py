@@ -87,8 +87,11 @@ class Session:
                 )
         self._s.encode(arr, rows)
 
-    def denoise(self, canvas, self_cond_logits=None) -> np.ndarray:
-        """One denoising step: float32 logits [L, V] (1-D canvas) or [B, L, V]. Cache unchanged."""
+    def denoise(self, canvas, self_cond_logits=None, out=None) -> np.ndarray:
+        """One denoising step: float32 logits [L, V] (1-D canvas) or [B, L, V]. Cache unchanged.
+
+        out: optional float32 C-contiguous array of that shape to write the logits into (and
+        return), so a loop of steps reuses one buffer instead of a fresh [B, L, V] array a step."""
         arr, squeeze = _ids(canvas, "canvas", self.vocab_size)
         B, L, V = self.batch, self.canvas_length, self.vocab_size
         if arr.shape != (B, L):
@@ -112,8 +115,15 @@ class Session:
             if not np.issubdtype(sc.dtype, np.floating):
                 raise ValueError(f"self_cond_logits: expected a float array, got dtype {sc.dtype}")
             sc = np.ascontiguousarray(sc, dtype=np.float32)
-        out = self._s.denoise(arr, sc)
-        return out[0] if squeeze else out
+        if out is not None:
+            want = (L, V) if squeeze else (B, L, V)
+            if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == want
+                    and out.flags.c_contiguous and out.flags.writeable):
+                raise ValueError(f"out: expected a writable C-contiguous float32 array of shape {list(want)}")
+            self._s.denoise(arr, sc, out.reshape(B, L, V))
+            return out
+        res = self._s.denoise(arr, sc)
+        return res[0] if squeeze else res
 
     def __repr__(self) -> str:
         return f"Session(batch={self.batch}, max_context={self.max_context}, n_cached={self.n_cached})"

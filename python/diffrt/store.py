@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .atomic import replace_on_success
 from .errors import DiffrtError
 from .gguf_names import KEYS, TENSORS
 
@@ -94,13 +95,8 @@ def writing(name: str):
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    try:
+    with replace_on_success(tmp, target):
         yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 def remove(name: str) -> None:

@@ -166,3 +166,49 @@ def test_every_forced_cpu_path_gives_the_same_model_output(bf16_file, tmp_path):
         assert str(r["auto"]) == ("bf16" if p in ("avx512", "amx") else "f32")
         for ct in ("bf16", "int8"):
             assert rel(r[ct], runs[best][ct]) <= BOUNDS[ct][1], (p, ct, rel(r[ct], runs[best][ct]))
+
+
+def test_convert_type_int8_writes_q8_0(tiny_checkpoint, tmp_path):
+    """`diffrt convert --type int8` is the documented alias of q8_0: the same bytes' types, and the
+    file loads with compute_type auto = int8."""
+    from diffrt.cli import main
+
+    out = tmp_path / "int8.gguf"
+    assert main(["convert", str(tiny_checkpoint("bf16")), "-o", str(out), "--type", "int8", "--no-progress"]) == 0
+    import gguf
+
+    types = {t.tensor_type.name for t in gguf.GGUFReader(str(out)).tensors}
+    assert types == {"Q8_0", "F32"}  # weight matrices int8, norms/scales/router f32
+    assert diffrt.load(out).compute_type == "int8"
+
+
+def test_run_cli_compute_type_option():
+    import argparse
+
+    from diffrt.commands import run as run_cmd
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    run_cmd.add_parser(sub)
+    p = sub.choices["run"]
+    assert p.parse_args(["m.gguf", "--compute-type", "int8"]).compute_type == "int8"
+    assert p.parse_args(["m.gguf"]).compute_type == "auto"
+    with pytest.raises(SystemExit):
+        p.parse_args(["m.gguf", "--compute-type", "int4"])
+
+
+def test_denoise_into_caller_buffer(bf16_file):
+    """Session.denoise(out=buf) writes the same logits as a fresh array, into buf, and returns it."""
+    model = diffrt.load(bf16_file, compute_type="int8")
+    s = model.session(batch=1)
+    s.encode(PROMPT)
+    L, V = model.config["canvas_length"], model.config["n_vocab"]
+    canvas = np.random.default_rng(5).integers(0, V, size=L, dtype=np.int32)
+    fresh = s.denoise(canvas)
+    buf = np.full((L, V), np.nan, np.float32)
+    assert s.denoise(canvas, out=buf) is buf
+    np.testing.assert_array_equal(buf, fresh)
+    sc = s.denoise(canvas, self_cond_logits=fresh)
+    assert s.denoise(canvas, self_cond_logits=fresh, out=buf) is buf
+    np.testing.assert_array_equal(buf, sc)
+    with pytest.raises(ValueError, match="out"):
+        s.denoise(canvas, out=np.zeros((L, V), np.float64))

@@ -85,6 +85,22 @@ def check_norms_and_elementwise(K):
     assert _rel(K.softmax(x), e / e.sum(-1, keepdims=True)) < TOL
     big = rng.standard_normal(1000, dtype=np.float32) * 100
     assert _rel(K.soft_cap(big, 30.0), np.tanh(big.astype(np.float64) / 30) * 30) < TOL
+    # widths that are not multiples of the 8/16-element partial sums of the row kernels (tails)
+    for cols in (1, 5, 37, 1003):
+        x = rng.standard_normal((3, cols), dtype=np.float32) * 4
+        w = rng.standard_normal(cols, dtype=np.float32)
+        x64 = x.astype(np.float64)
+        n = x64 * (np.mean(x64**2, -1, keepdims=True) + 1e-6) ** -0.5
+        assert _rel(K.rms_norm(x, w, 1e-6), n * w) < TOL, cols
+        e = np.exp(x64 - x64.max(-1, keepdims=True))
+        assert _rel(K.softmax(x), e / e.sum(-1, keepdims=True)) < TOL, cols
+    # a vocabulary-sized softmax row (the self-conditioning input): its f32 sum of 32000 terms in 16
+    # partial sums carries ~sqrt(2000) * 2^-24 relative error, so each element within 1e-5 relative
+    x = rng.standard_normal((3, 32000), dtype=np.float32) * 4
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(-1, keepdims=True))
+    ref = e / e.sum(-1, keepdims=True)
+    assert float((np.abs(K.softmax(x) - ref) / ref).max()) < 1e-5
 
 
 def check_rope(K):

@@ -57,6 +57,8 @@ void gelu_tanh_mul(ThreadPool& pool, const float* g, int64_t ldg, const float* u
 void soft_cap(ThreadPool& pool, float* x, int64_t n, float cap);
 // Row softmax in place over n elements (fp32: exp(x - max) / sum).
 void softmax_rows(ThreadPool& pool, float* x, int64_t ld, int64_t rows, int64_t n);
+// The same out of place: dst = softmax(src) (saves a copy of a [rows × vocab] input).
+void softmax_rows(ThreadPool& pool, const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t n);
 
 // ---- RoPE ---------------------------------------------------------------------------------------
 // Rotate-half RoPE in place on x[t][h][0:hd] (token stride ldx) for `tokens` tokens of n_head heads.

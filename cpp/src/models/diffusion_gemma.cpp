@@ -148,8 +148,7 @@ void DiffusionGemma::denoise(Workspace& ws, KVCache& cache, const float* const* 
 
   embed(canvas, M, ws.x);  // e [M, H]
   if (self_cond) {         // §8: soft = softmax(s) @ E * sqrt(H) -> pre_norm -> gated MLP, added to e
-    std::memcpy(ws.probs, self_cond, sizeof(float) * M * V);
-    softmax_rows(pool, ws.probs, V, M, V);  // probs [M, V]
+    softmax_rows(pool, self_cond, V, ws.probs, V, M, V);  // probs [M, V]
     if (bf16_)
       for (int64_t i = 0; i < M * V; ++i) ws.probs[i] = round_to_bf16(ws.probs[i]);
     gemm(pool, ws.probs, V, M, embd_kn_, ws.h, H);  // soft [M, H] = probs · E

@@ -6,6 +6,7 @@
 #include "diffrt/error.h"
 #include "format/gguf_names.h"
 #include "models/diffusion_gemma.h"
+#include "models/rope_tables.h"
 
 namespace diffrt::dg {
 namespace {
@@ -240,36 +241,11 @@ int DiffusionGemma::max_kv_width() const {
 int DiffusionGemma::max_q_width() const { return cfg_.n_head * max_head_dim(); }
 
 void DiffusionGemma::rope_tables(bool sliding, int max_pos, float* cos, float* sin) const {
-  const ModelConfig& c = cfg_;
   int hd = 0;
   for (const auto& l : layers_)
     if (l.sliding == sliding) hd = l.head_dim;
   if (hd == 0) return;
-  const int half = hd / 2;
-  const std::string& type = sliding ? c.rope_type_swa : c.rope_type;
-  const float base = sliding ? c.rope_base_swa : c.rope_base;
-  const float partial = sliding ? c.rope_partial_swa : c.rope_partial;
-  // inv_freq in f32 as transformers computes it (modeling_rope_utils / compute_default_rope_parameters).
-  std::vector<float> inv(size_t(half), 0.f);
-  if (type == "default") {
-    const int dim = int(hd * partial);  // the default type rotates dim dims; the rest get cos 1, sin 0
-    for (int j = 0; 2 * j < dim && j < half; ++j) inv[j] = 1.0f / std::pow(base, float(2 * j) / float(dim));
-  } else {  // proportional: exponent over the FULL head dim, only int(partial * hd // 2) pairs rotate
-    const int rotated = int(std::floor(double(partial) * hd / 2));  // Python: int(partial * hd // 2)
-    for (int j = 0; j < rotated && j < half; ++j) inv[j] = 1.0f / std::pow(base, float(2 * j) / float(hd));
-  }
-  for (int p = 0; p < max_pos; ++p) {
-    for (int j = 0; j < half; ++j) {
-      float f = float(p) * inv[j];
-      float cv = std::cos(f), sv = std::sin(f);
-      if (bf16_) {
-        cv = round_to_bf16(cv);
-        sv = round_to_bf16(sv);
-      }
-      cos[int64_t(p) * half + j] = cv;
-      sin[int64_t(p) * half + j] = sv;
-    }
-  }
+  dg::rope_tables(cfg_, sliding, hd, bf16_, max_pos, cos, sin);
 }
 
 }  // namespace diffrt::dg

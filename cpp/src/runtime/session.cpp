@@ -5,6 +5,7 @@
 
 #include "diffrt/error.h"
 #include "runtime/cpu_session.h"
+#include "runtime/session_args.h"
 
 namespace diffrt {
 
@@ -22,15 +23,15 @@ CpuSession::CpuSession(std::shared_ptr<const dg::DiffusionGemma> model, int batc
     : model_(std::move(model)), batch_(batch), max_context_(max_context) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length;
-  if (batch < 1) throw InvalidArgument("session batch must be >= 1, got " + std::to_string(batch));
-  if (max_context < L)
-    throw InvalidArgument("max_context " + std::to_string(max_context) + " is smaller than one canvas (" +
-                          std::to_string(L) + " tokens)");
+  check_session_args(batch, max_context, L);
   const int64_t Mt = int64_t(batch) * L;
   // bf16/int8: the packed GEMMs' activation buffers (one per calling thread) get their full size
   // on first use instead of growing inside a step.
-  if (model_->packed_max_k() > 0) kernels::reserve_packed_gemm_scratch(Mt, model_->packed_max_k());
   const int H = c.n_embd, V = c.n_vocab, I = c.n_ff, E = c.n_expert, K = c.n_expert_used, Ie = c.n_ff_exp;
+  if (model_->packed_max_k() > 0) {
+    kernels::reserve_packed_gemm_scratch(Mt, model_->packed_max_k());
+    kernels::reserve_nested_packed_gemm_scratch(model_->pool(), Mt, std::max(H, Ie));  // MoE experts' GEMMs
+  }
   const int qw = model_->max_q_width(), kvw = model_->max_kv_width();
   const int W = c.sliding_window;
   const int max_keys = std::max(max_context, W - 1 + L);

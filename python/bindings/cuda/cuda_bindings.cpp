@@ -22,6 +22,10 @@
 #include "kernels/cuda/kernels_cuda.h"
 #include "models/diffusion_gemma.h"
 
+#include "../config_dict.h"
+#include "../ndarray_util.h"
+#include "../sampler_params.h"
+
 namespace nb = nanobind;
 namespace kc = diffrt::kernels::cuda;
 using diffrt::InvalidArgument;
@@ -32,60 +36,10 @@ namespace {
 
 using IdArray = nb::ndarray<const int32_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using F32Array3 = nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::device::cpu>;
-using I32Array3 = nb::ndarray<const int32_t, nb::ndim<3>, nb::c_contig, nb::device::cpu>;
-
-void need(bool ok, const char* what) {
-  if (!ok) throw InvalidArgument(what);
-}
-
-template <class T>
-nb::ndarray<nb::numpy, T> out_array(std::vector<size_t> shape) {
-  size_t n = 1;
-  for (size_t s : shape) n *= s;
-  T* data = new T[n > 0 ? n : 1];
-  std::memset(data, 0, sizeof(T) * n);
-  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
-  return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.data(), owner);
-}
-
-nb::dict config_dict(const diffrt::ModelConfig& c) {
-  nb::dict d;
-  d["n_layer"] = c.n_layer;
-  d["n_embd"] = c.n_embd;
-  d["n_ff"] = c.n_ff;
-  d["n_head"] = c.n_head;
-  d["n_vocab"] = c.n_vocab;
-  d["n_expert"] = c.n_expert;
-  d["n_expert_used"] = c.n_expert_used;
-  d["n_ff_exp"] = c.n_ff_exp;
-  d["canvas_length"] = c.canvas_length;
-  d["sliding_window"] = c.sliding_window;
-  d["context_length"] = c.context_length;
-  d["rms_eps"] = c.rms_eps;
-  d["final_logit_softcapping"] = c.final_logit_softcapping;
-  d["is_sliding"] = std::vector<bool>(c.is_sliding.begin(), c.is_sliding.end());
-  d["head_dim"] = c.head_dim;
-  d["n_kv_head"] = c.n_kv_head;
-  d["rope_base"] = c.rope_base;
-  d["rope_base_swa"] = c.rope_base_swa;
-  d["rope_partial"] = c.rope_partial;
-  d["rope_partial_swa"] = c.rope_partial_swa;
-  d["rope_type"] = c.rope_type;
-  d["rope_type_swa"] = c.rope_type_swa;
-  d["bidirectional"] = c.bidirectional;
-  nb::dict s;
-  s["max_steps"] = c.sampler.max_steps;
-  s["t_min"] = c.sampler.t_min;
-  s["t_max"] = c.sampler.t_max;
-  s["entropy_bound"] = c.sampler.entropy_bound;
-  s["stability_threshold"] = c.sampler.stability_threshold;
-  s["confidence_threshold"] = c.sampler.confidence_threshold;
-  s["max_new_tokens"] = c.sampler.max_new_tokens;
-  s["eos_ids"] = c.sampler.eos_ids;
-  s["pad_id"] = c.sampler.pad_id;
-  d["sampler"] = s;
-  return d;
-}
+using I32Array3 = diffrt_py::TapeArray;
+using diffrt_py::config_dict;
+using diffrt_py::need;
+using diffrt_py::zeros_array;
 
 // Config of a random benchmark model from a dict (keys as config_dict; head_dim / n_kv_head may be
 // ints, with global_head_dim / n_kv_head_full for the full layers; is_sliding defaults to 5:1).
@@ -209,7 +163,7 @@ void register_cuda_engine(nb::module_& m) {
             if (self_cond && (self_cond->shape(0) != B || self_cond->shape(1) != L || self_cond->shape(2) != V))
               throw InvalidArgument("denoise: self_cond_logits must be [" + std::to_string(B) + ", " +
                                     std::to_string(L) + ", " + std::to_string(V) + "]");
-            auto out = out_array<float>({B, L, V});
+            auto out = zeros_array<float>({B, L, V});
             {
               nb::gil_scoped_release nogil;
               const float* logits = s.s->denoise(canvas.data(), self_cond ? self_cond->data() : nullptr);
@@ -252,14 +206,14 @@ void register_cuda_engine(nb::module_& m) {
           [](PyCudaSession& s, bool logits) {
             const auto& c = s.model->config();
             const size_t B = size_t(s.s->batch()), L = size_t(c.canvas_length), V = size_t(c.n_vocab);
-            auto canvas = out_array<int32_t>({B, L});
-            auto amax = out_array<int32_t>({B, L});
-            auto H = out_array<float>({B, L});
-            auto acc = out_array<uint8_t>({B, L});
-            auto smp = out_array<int32_t>({B, L});
+            auto canvas = zeros_array<int32_t>({B, L});
+            auto amax = zeros_array<int32_t>({B, L});
+            auto H = zeros_array<float>({B, L});
+            auto acc = zeros_array<uint8_t>({B, L});
+            auto smp = zeros_array<int32_t>({B, L});
             nb::dict d;
             if (logits) {
-              auto lg = out_array<float>({B, L, V});
+              auto lg = zeros_array<float>({B, L, V});
               s.s->read_step(canvas.data(), amax.data(), H.data(), acc.data(), smp.data(), lg.data());
               d["logits"] = lg;
             } else {
@@ -298,32 +252,14 @@ void register_cuda_engine(nb::module_& m) {
             const diffrt::dg::DiffusionGemma* host = s.model->host();
             if (!host) throw InvalidArgument("generate: needs a model loaded from a file");
             const diffrt::ModelConfig& cfg = host->config();
-            diffrt::SamplerParams p = diffrt::SamplerParams::from(cfg.sampler);
-            if (max_new_tokens) p.max_new_tokens = *max_new_tokens;
-            if (steps) p.steps = *steps;
-            if (t_min) p.t_min = *t_min;
-            if (t_max) p.t_max = *t_max;
-            if (entropy_bound) p.entropy_bound = *entropy_bound;
-            if (stability_threshold) p.stability_threshold = *stability_threshold;
-            if (confidence_threshold) p.confidence_threshold = *confidence_threshold;
-            if (eos_ids) p.eos_ids = *eos_ids;
-            if (pad_id) p.pad_id = *pad_id;
-            p.seed = seed;
+            const diffrt::SamplerParams p =
+                diffrt_py::sampler_params(cfg.sampler, max_new_tokens, steps, t_min, t_max, entropy_bound,
+                                          stability_threshold, confidence_threshold, eos_ids, pad_id, seed);
             diffrt::GenerateOptions opt;
             opt.threads = 0;  // the CPU sampler over the copied logits: all cores
             opt.self_cond_bf16 = self_cond_bf16 ? *self_cond_bf16 : diffrt::default_self_cond_bf16(*host);
             const size_t B = prompts.size(), L = size_t(cfg.canvas_length);
-            if (tape_init || tape_samples || tape_renoise) {
-              need(tape_init && tape_samples && tape_renoise, "tape needs init, samples and renoise");
-              for (const auto* a : {&*tape_init, &*tape_samples, &*tape_renoise})
-                need(a->shape(1) == B && a->shape(2) == L, "tape arrays must be [n, B, L]");
-              need(tape_samples->shape(0) == tape_renoise->shape(0), "tape samples/renoise step counts differ");
-              opt.tape.init = tape_init->data();
-              opt.tape.n_init = int64_t(tape_init->shape(0));
-              opt.tape.samples = tape_samples->data();
-              opt.tape.renoise = tape_renoise->data();
-              opt.tape.n_steps = int64_t(tape_samples->shape(0));
-            }
+            diffrt_py::set_tape(opt.tape, tape_init, tape_samples, tape_renoise, int(B), int(L));
             diffrt::GenerateResult r;
             {
               nb::gil_scoped_release nogil;

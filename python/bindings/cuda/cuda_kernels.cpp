@@ -16,6 +16,9 @@
 
 #include "kernels/cuda/kernels_cuda.h"
 
+#include "../kernel_arg_checks.h"
+#include "../ndarray_util.h"
+
 namespace nb = nanobind;
 namespace kc = diffrt::kernels::cuda;
 using diffrt::InvalidArgument;
@@ -25,19 +28,8 @@ namespace {
 using F32 = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
 using I32 = nb::ndarray<const int32_t, nb::c_contig, nb::device::cpu>;
 
-void need(bool ok, const char* what) {
-  if (!ok) throw InvalidArgument(what);
-}
-
-template <class T>
-nb::ndarray<nb::numpy, T> out_array(std::vector<size_t> shape) {
-  size_t n = 1;
-  for (size_t s : shape) n *= s;
-  T* data = new T[n > 0 ? n : 1];
-  std::memset(data, 0, sizeof(T) * n);
-  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
-  return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.data(), owner);
-}
+using diffrt_py::need;
+using diffrt_py::zeros_array;
 
 struct Dev {
   void* p = nullptr;
@@ -121,7 +113,7 @@ void register_cuda_kernels(nb::module_& parent) {
     }
     Dev dy(sizeof(float) * M * N);
     kc::gemm(nullptr, dx->as<float>(), K, M, mat, dy.as<float>(), N, tensor_cores);
-    auto y = out_array<float>({size_t(M), size_t(N)});
+    auto y = zeros_array<float>({size_t(M), size_t(N)});
     dy.get(y.data());
     return y;
   }, nb::arg("x"), nb::arg("w"), nb::arg("dtype") = "f32", nb::arg("kn") = false, nb::arg("tensor_cores") = false);
@@ -134,7 +126,7 @@ void register_cuda_kernels(nb::module_& parent) {
     std::unique_ptr<Dev> dw = w ? up(*w) : nullptr;
     Dev dy(sizeof(float) * R * n);
     kc::rms_norm(nullptr, dx->as<float>(), n, R, int(n), dw ? dw->as<float>() : nullptr, eps, dy.as<float>(), n);
-    auto y = out_array<float>({size_t(R), size_t(n)});
+    auto y = zeros_array<float>({size_t(R), size_t(n)});
     dy.get(y.data());
     return y;
   }, nb::arg("x"), nb::arg("w").none(), nb::arg("eps"));
@@ -145,7 +137,7 @@ void register_cuda_kernels(nb::module_& parent) {
     auto dg = up(g), du = up(u);
     Dev dh(sizeof(float) * R * n);
     kc::gelu_tanh_mul(nullptr, dg->as<float>(), n, du->as<float>(), n, R, int(n), dh.as<float>(), n);
-    auto h = out_array<float>({size_t(R), size_t(n)});
+    auto h = zeros_array<float>({size_t(R), size_t(n)});
     dh.get(h.data());
     return h;
   });
@@ -156,7 +148,7 @@ void register_cuda_kernels(nb::module_& parent) {
     auto dx = up(x);
     Dev dy(sizeof(float) * R * n);
     kc::softmax_rows(nullptr, dx->as<float>(), dy.as<float>(), n, R, n);
-    auto y = out_array<float>({size_t(R), size_t(n)});
+    auto y = zeros_array<float>({size_t(R), size_t(n)});
     dy.get(y.data());
     return y;
   });
@@ -164,32 +156,26 @@ void register_cuda_kernels(nb::module_& parent) {
   m.def("soft_cap", [](F32 x, float cap) {
     auto dx = up(x);
     kc::soft_cap(nullptr, dx->as<float>(), int64_t(x.size()), cap);
-    auto y = out_array<float>({x.size()});
+    auto y = zeros_array<float>({x.size()});
     dx->get(y.data());
     return y;
   });
 
   // x [T, n_head, hd]; pos [T]; cos/sin [P, hd/2]
   m.def("rope", [](F32 x, I32 pos, F32 cos, F32 sin) {
-    need(x.ndim() == 3 && pos.size() == x.shape(0) && cos.ndim() == 2 && cos.shape(1) * 2 == x.shape(2) &&
-             sin.size() == cos.size(), "shapes");
-    for (size_t i = 0; i < pos.size(); ++i) need(pos.data()[i] >= 0 && size_t(pos.data()[i]) < cos.shape(0), "pos");
+    diffrt_py::check_rope_args(x, pos, cos, sin);
     const size_t T = x.shape(0), nh = x.shape(1), hd = x.shape(2);
     auto dx = up(x), dp = up(pos), dc = up(cos), ds = up(sin);
     kc::rope(nullptr, dx->as<float>(), int64_t(nh * hd), int64_t(T), int(nh), int(hd), dp->as<int32_t>(),
              dc->as<float>(), ds->as<float>());
-    auto y = out_array<float>({T, nh, hd});
+    auto y = zeros_array<float>({T, nh, hd});
     dx->get(y.data());
     return y;
   });
 
   // One row: q [S, nh, hd], k/v [kv, nk, hd]; keys at key_pos0.., queries at q_pos0..
   m.def("attention", [](F32 q, F32 k, F32 v, int key_pos0, int q_pos0, bool causal, int window) {
-    need(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3 && q.shape(2) == k.shape(2), "shapes");
-    need(k.shape(0) == v.shape(0) && k.shape(1) == v.shape(1) && k.shape(2) == v.shape(2), "k/v shapes");
-    const int S = int(q.shape(0)), nh = int(q.shape(1)), hd = int(q.shape(2));
-    const int kv = int(k.shape(0)), nk = int(k.shape(1));
-    need(kv > 0 && nh % kv == 0, "GQA heads");
+    const auto [S, nh, hd, kv, nk] = diffrt_py::check_attention_args(q, k, v);
     auto dq = up(q), dk = up(k), dv = up(v);
     Dev dn(&nk, sizeof(int)), dkp(&key_pos0, sizeof(int)), dqp(&q_pos0, sizeof(int));
     Dev dout(sizeof(float) * S * nh * hd), dsc(sizeof(float) * size_t(S) * nh * std::max(nk, 1));
@@ -214,26 +200,23 @@ void register_cuda_kernels(nb::module_& parent) {
     a.scores = dsc.as<float>();
     a.max_keys = std::max(nk, 1);
     kc::attention(nullptr, a);
-    auto out = out_array<float>({size_t(S), size_t(nh), size_t(hd)});
+    auto out = zeros_array<float>({size_t(S), size_t(nh), size_t(hd)});
     dout.get(out.data());
     return out;
   });
 
   // r [M, H], scale [H], proj [E, H], pes [E] -> (idx [M, K] as f32, w [M, K])
   m.def("router_topk", [](F32 r, F32 scale, F32 proj, F32 pes, int top_k, float eps) {
-    need(r.ndim() == 2 && proj.ndim() == 2 && proj.shape(1) == r.shape(1), "shapes");
-    const int64_t M = r.shape(0);
-    const int H = int(r.shape(1)), E = int(proj.shape(0));
-    need(top_k >= 1 && top_k <= E && int(pes.size()) == E && int(scale.size()) == H, "sizes");
+    const auto [M, H, E] = diffrt_py::check_router_args(r, scale, proj, pes, top_k);
     auto dr = up(r), ds = up(scale), dp = up(proj), de = up(pes);
     Dev didx(sizeof(int32_t) * M * top_k), dw(sizeof(float) * M * top_k);
     kc::router_topk(nullptr, dr->as<float>(), H, M, H, ds->as<float>(), dp->as<float>(), E, de->as<float>(), top_k,
                     eps, didx.as<int32_t>(), dw.as<float>());
     std::vector<int32_t> idx(size_t(M) * top_k);
     didx.get(idx.data());
-    auto w = out_array<float>({size_t(M), size_t(top_k)});
+    auto w = zeros_array<float>({size_t(M), size_t(top_k)});
     dw.get(w.data());
-    auto fidx = out_array<float>({size_t(M), size_t(top_k)});
+    auto fidx = zeros_array<float>({size_t(M), size_t(top_k)});
     for (size_t i = 0; i < idx.size(); ++i) fidx.data()[i] = float(idx[i]);
     return nb::make_tuple(fidx, w);
   });
@@ -269,7 +252,7 @@ void register_cuda_kernels(nb::module_& parent) {
     Dev dout(sizeof(float) * M * H);
     kc::grouped_experts(nullptr, dx->as<float>(), H, M, H, didx->as<int32_t>(), dw->as<float>(), K, E, Ie, gu.m, dn.m,
                         s, dout.as<float>(), H, tensor_cores);
-    auto out = out_array<float>({size_t(M), size_t(H)});
+    auto out = zeros_array<float>({size_t(M), size_t(H)});
     dout.get(out.data());
     return out;
   }, nb::arg("x"), nb::arg("idx"), nb::arg("weight"), nb::arg("gate_up"), nb::arg("down"), nb::arg("E"),
@@ -288,10 +271,10 @@ void register_cuda_kernels(nb::module_& parent) {
     kc::token_stats(nullptr, dr->as<float>(), dpl.as<float>(), int64_t(n), int(V), L, dT.as<float>(),
                     dinfo.as<int32_t>(), seed, true, round_bf16, nullptr, da.as<int32_t>(), dH.as<float>(),
                     ds.as<int32_t>());
-    auto pl = out_array<float>({n, V});
-    auto amax = out_array<int32_t>({n});
-    auto H = out_array<float>({n});
-    auto smp = out_array<int32_t>({n});
+    auto pl = zeros_array<float>({n, V});
+    auto amax = zeros_array<int32_t>({n});
+    auto H = zeros_array<float>({n});
+    auto smp = zeros_array<int32_t>({n});
     dpl.get(pl.data());
     da.get(amax.data());
     dH.get(H.data());
@@ -314,9 +297,9 @@ void register_cuda_kernels(nb::module_& parent) {
     kc::accept_renoise(nullptr, dH->as<float>(), ds->as<int32_t>(), B, L, V, bound, dinfo.as<int32_t>(), seed,
                        dt ? dt->as<int32_t>() : nullptr, nullptr, dacc.as<uint8_t>(), dc.as<int32_t>(),
                        dm.as<float>());
-    auto acc = out_array<uint8_t>({size_t(B), size_t(L)});
-    auto cv = out_array<int32_t>({size_t(B), size_t(L)});
-    auto mean = out_array<float>({size_t(B)});
+    auto acc = zeros_array<uint8_t>({size_t(B), size_t(L)});
+    auto cv = zeros_array<int32_t>({size_t(B), size_t(L)});
+    auto mean = zeros_array<float>({size_t(B)});
     dacc.get(acc.data());
     dc.get(cv.data());
     dm.get(mean.data());
@@ -329,7 +312,7 @@ void register_cuda_kernels(nb::module_& parent) {
     const int32_t info[2] = {canvas, 0};
     Dev dinfo(info, sizeof(info)), dc(sizeof(int32_t) * B * L);
     kc::init_canvas(nullptr, dc.as<int32_t>(), int64_t(B) * L, L, V, dinfo.as<int32_t>(), seed);
-    auto cv = out_array<int32_t>({size_t(B), size_t(L)});
+    auto cv = zeros_array<int32_t>({size_t(B), size_t(L)});
     dc.get(cv.data());
     return cv;
   }, nb::arg("B"), nb::arg("L"), nb::arg("V"), nb::arg("seed") = 0, nb::arg("canvas") = 0);

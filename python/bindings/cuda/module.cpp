@@ -1,10 +1,11 @@
 // diffrt._cuda: the CUDA backend's Python module. Importing it without a GPU or driver is harmless.
 #include <cuda_runtime.h>
-#include <diffrt/error.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
 #include <string>
+
+#include "../error_translation.h"
 
 namespace nb = nanobind;
 
@@ -27,27 +28,9 @@ std::string device_name(int i) {
 
 void register_cuda_engine(nb::module_& m);  // cuda_bindings.cpp
 
-namespace {
-// The core's typed errors as the diffrt.errors classes, as in the _core module (python/bindings/errors.cpp).
-void raise_as(const char* cls, const char* what) {
-  nb::object mod = nb::module_::import_("diffrt.errors");
-  PyErr_SetString(mod.attr(cls).ptr(), what);
-}
-}  // namespace
-
 NB_MODULE(_cuda, m) {
   m.doc() = "diffrt CUDA backend";
-  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
-    try {
-      std::rethrow_exception(p);
-    } catch (const diffrt::FormatError& e) {
-      raise_as("FormatError", e.what());
-    } catch (const diffrt::ConfigError& e) {
-      raise_as("ConfigError", e.what());
-    } catch (const diffrt::InvalidArgument& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
-    }
-  });
+  diffrt_py::register_error_translation();  // the same classes as the _core module
   m.def("device_count", &device_count, "Number of usable CUDA devices (0 without a driver or GPU).");
   m.def("device_name", &device_name, nb::arg("index") = 0);
   m.def("cuda_available", [] { return device_count() > 0; },

@@ -4,7 +4,7 @@ directory → one diffrt GGUF file (see docs/FORMAT.md)."""
 import os
 import sys
 
-from ..convert import OUT_TYPES
+from ..convert import OUT_TYPES, TYPE_ALIASES
 
 
 def add_parser(sub):
@@ -15,8 +15,8 @@ def add_parser(sub):
         "--type",
         dest="out_type",
         default="auto",
-        choices=OUT_TYPES,
-        help="weight type (auto = the checkpoint's dtype); norms, scales and router stay f32",
+        choices=OUT_TYPES + tuple(TYPE_ALIASES),
+        help="weight type (auto = the checkpoint's dtype; int8 = q8_0); norms, scales and router stay f32",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

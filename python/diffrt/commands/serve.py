@@ -7,7 +7,7 @@ def add_parser(sub):
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=11434, help="port (default 11434, Ollama's)")
     p.add_argument("--max-queue", type=int, default=16,
-                   help="requests that may wait for the generator; more get HTTP 503 (default 16)")
+                   help="requests that may wait for a free slot; more get HTTP 503 (default 16)")
     p.add_argument("--parallel", type=int, default=4,
                    help="requests of a model denoised together (batch slots, allocated when the model is "
                         "first used; default 4)")

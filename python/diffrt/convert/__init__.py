@@ -9,6 +9,10 @@ from ..errors import ConfigError
 from .diffusion_gemma import DiffusionGemmaConverter
 from .writer import OUT_TYPES
 
+# Names accepted for --type besides OUT_TYPES: "int8" writes Q8_0 (int8 values with one f16 scale
+# per 32 weights), which compute_type "int8" loads and repacks per output row (docs/perf.md).
+TYPE_ALIASES = {"int8": "q8_0"}
+
 REGISTRY = {}
 for _cls in (DiffusionGemmaConverter,):
     for _name in _cls.ARCHITECTURES + _cls.MODEL_TYPES:
@@ -41,9 +45,12 @@ def converter_for(checkpoint_dir):
 
 def convert(checkpoint_dir, out_path, out_type="auto", progress=True):
     """Convert a checkpoint directory to one GGUF file at out_path (written atomically)."""
+    out_type = TYPE_ALIASES.get(out_type, out_type)
     if out_type not in OUT_TYPES:
-        raise ValueError(f"unknown output type {out_type!r}; expected one of {', '.join(OUT_TYPES)}")
+        raise ValueError(
+            f"unknown output type {out_type!r}; expected one of {', '.join(OUT_TYPES + tuple(TYPE_ALIASES))}"
+        )
     return converter_for(checkpoint_dir).convert(out_path, out_type=out_type, progress=progress)
 
 
-__all__ = ["OUT_TYPES", "REGISTRY", "convert", "converter_for"]
+__all__ = ["OUT_TYPES", "REGISTRY", "TYPE_ALIASES", "convert", "converter_for"]

@@ -43,6 +43,48 @@ GEN_DEFAULTS = {
 ROPE_FREQ_OFF = 1e30  # a frequency factor this large makes a pair's angle ~0: no rotation
 
 
+def tensor_shapes(
+    *, vocab, hidden, intermediate, n_expert, moe_intermediate, n_head, layer_types, head_dims, n_kv, hd_full
+):
+    """(ident, gguf name, hf name, HF shape) for every tensor of a DiffusionGemma text model, in file
+    order; hf name is None for derived tensors. Also the table of tools/make_synthetic_checkpoint.py."""
+    H, I, E, Ie, V, nh = hidden, intermediate, n_expert, moe_intermediate, vocab, n_head
+    shapes = {
+        "TOKEN_EMBD": (V, H),
+        "OUTPUT_NORM": (H,),
+        "ROPE_FREQS": (hd_full // 2,),
+        "SELF_COND_PRE_NORM": (H,),
+        "SELF_COND_GATE": (I, H),
+        "SELF_COND_UP": (I, H),
+        "SELF_COND_DOWN": (H, I),
+    }
+    out = [(ident, gguf_name, hf, shapes[ident]) for ident, gguf_name, hf in GLOBAL_TENSORS]
+    for i, layer_type in enumerate(layer_types):
+        hd, kv = head_dims[i], n_kv[i]
+        layer = {
+            "ATTN_Q": (nh * hd, H),
+            "ATTN_K": (kv * hd, H),
+            "ATTN_V": (kv * hd, H),
+            "ATTN_Q_NORM": (hd,),
+            "ATTN_K_NORM": (hd,),
+            "ATTN_OUT": (H, nh * hd),
+            "FFN_GATE": (I, H),
+            "FFN_UP": (I, H),
+            "FFN_DOWN": (H, I),
+            "FFN_GATE_INP": (E, H),
+            "FFN_GATE_UP_EXPS": (E, 2 * Ie, H),
+            "FFN_DOWN_EXPS": (E, H, Ie),
+            "FFN_DOWN_EXPS_SCALE": (E,),
+            "LAYER_OUT_SCALE": (1,),
+            "ENC_LAYER_OUT_SCALE": (1,),
+        }
+        for ident, gguf_name, hf in LAYER_TENSORS:
+            if ident in SLIDING_ONLY and layer_type != SLIDING:
+                continue
+            out.append((ident, gguf_name.format(bid=i), hf.format(bid=i), layer.get(ident, (H,))))
+    return out
+
+
 class DiffusionGemmaConverter:
     ARCHITECTURES = ("DiffusionGemmaForBlockDiffusion",)
     MODEL_TYPES = ("diffusion_gemma",)
@@ -199,48 +241,18 @@ class DiffusionGemmaConverter:
     # --- validate -------------------------------------------------------------------------------
     def expected_shapes(self):
         """(ident, gguf name, hf name, HF shape) for every tensor the file holds, in file order."""
-        H, I, E, Ie, V, nh = (
-            self.n_embd,
-            self.n_ff,
-            self.n_expert,
-            self.n_ff_exp,
-            self.vocab_size,
-            self.n_head,
+        return tensor_shapes(
+            vocab=self.vocab_size,
+            hidden=self.n_embd,
+            intermediate=self.n_ff,
+            n_expert=self.n_expert,
+            moe_intermediate=self.n_ff_exp,
+            n_head=self.n_head,
+            layer_types=self.layer_types,
+            head_dims=self.head_dims,
+            n_kv=self.n_kv,
+            hd_full=self.hd_full,
         )
-        shapes = {
-            "TOKEN_EMBD": (V, H),
-            "OUTPUT_NORM": (H,),
-            "ROPE_FREQS": (self.hd_full // 2,),
-            "SELF_COND_PRE_NORM": (H,),
-            "SELF_COND_GATE": (I, H),
-            "SELF_COND_UP": (I, H),
-            "SELF_COND_DOWN": (H, I),
-        }
-        out = [(ident, gguf_name, hf, shapes[ident]) for ident, gguf_name, hf in GLOBAL_TENSORS]
-        for i in range(self.n_layer):
-            hd, kv = self.head_dims[i], self.n_kv[i]
-            layer = {
-                "ATTN_Q": (nh * hd, H),
-                "ATTN_K": (kv * hd, H),
-                "ATTN_V": (kv * hd, H),
-                "ATTN_Q_NORM": (hd,),
-                "ATTN_K_NORM": (hd,),
-                "ATTN_OUT": (H, nh * hd),
-                "FFN_GATE": (I, H),
-                "FFN_UP": (I, H),
-                "FFN_DOWN": (H, I),
-                "FFN_GATE_INP": (E, H),
-                "FFN_GATE_UP_EXPS": (E, 2 * Ie, H),
-                "FFN_DOWN_EXPS": (E, H, Ie),
-                "FFN_DOWN_EXPS_SCALE": (E,),
-                "LAYER_OUT_SCALE": (1,),
-                "ENC_LAYER_OUT_SCALE": (1,),
-            }
-            for ident, gguf_name, hf in LAYER_TENSORS:
-                if ident in SLIDING_ONLY and self.layer_types[i] != SLIDING:
-                    continue
-                out.append((ident, gguf_name.format(bid=i), hf.format(bid=i), layer.get(ident, (H,))))
-        return out
 
     def validate(self):
         self.plan = self.expected_shapes()

@@ -16,6 +16,7 @@ import gguf
 import ml_dtypes
 import numpy as np
 
+from ..atomic import replace_on_success
 from ..gguf_names import ARCH
 
 Q = gguf.GGMLQuantizationType
@@ -124,14 +125,8 @@ def atomic_output(out_path):
     """Yield a temporary path next to ``out_path``; rename it over ``out_path`` only on success.
     On any error (KeyboardInterrupt included) the temporary file is removed and an existing
     ``out_path`` is left as it was."""
-    tmp = f"{out_path}.tmp"
-    try:
+    with replace_on_success(f"{out_path}.tmp", out_path) as tmp:
         yield tmp
-        os.replace(tmp, out_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 def progress_bar(total, enabled, desc):

@@ -145,7 +145,7 @@ class Scheduler:
                         break
                 if self._held is _STOP:
                     for run in list(self._running.values()):
-                        self._end(run, error=asyncio.CancelledError())
+                        self._end(run, error=asyncio.CancelledError(), slot_free=True)
                     return
                 if not self._start(self._held):
                     break  # no free slot for it yet: it keeps its place at the head
@@ -225,35 +225,42 @@ class Scheduler:
                 events = e.step(1)
             except BaseException as exc:  # an engine failure ends its requests, not the server
                 log.exception("batch engine failed")
-                for key, run in list(self._running.items()):
-                    if run.engine is e:
-                        self._end(run, error=exc)
+                for run in [r for r in self._running.values() if r.engine is e]:
+                    self._end(run, error=exc, slot_free=True)
                 self._engines.pop(id(eng.model), None)
                 continue
             for kind, rid, canvas, step, tokens, done, cancelled in events:
                 run = self._running.get((id(e), rid))
                 if run is None:
                     continue
-                if kind == "done":
-                    self._end(run, cancelled=cancelled)
-                elif run.ended:
-                    continue
-                elif kind == "step":
-                    run.job.emit(("draft", run.tokenizer.decode(tokens)))
-                else:
-                    run.steps += step
-                    delta = run.text.push([t for t in tokens if run.pad_id is None or t != run.pad_id])
-                    if delta:
-                        run.job.emit(("text", delta))
-                    if run.text.done_reason:  # a stop string or num_predict: the text is complete
-                        self._end(run, early=True)
+                try:
+                    self._dispatch(run, kind, step, tokens, cancelled)
+                except BaseException as exc:  # e.g. a tokenizer failure: this request only
+                    log.exception("generation failed")
+                    self._end(run, error=exc)
 
-    def _end(self, run: _Running, cancelled=False, early=False, error=None):
-        """Finish a request's job (once); its slot is freed by the engine's Done event."""
-        if early and not run.ended:
-            run.engine.cancel(run.rid)  # free the slot now: the text needs no more canvases
-        if not early:
+    def _dispatch(self, run: _Running, kind, step, tokens, cancelled):
+        if kind == "done":
+            self._end(run, cancelled=cancelled, slot_free=True)
+        elif run.ended:
+            return
+        elif kind == "step":
+            run.job.emit(("draft", run.tokenizer.decode(tokens)))
+        else:
+            run.steps += step
+            delta = run.text.push([t for t in tokens if run.pad_id is None or t != run.pad_id])
+            if delta:
+                run.job.emit(("text", delta))
+            if run.text.done_reason:  # a stop string or num_predict: the text is complete
+                self._end(run)
+
+    def _end(self, run: _Running, cancelled=False, error=None, slot_free=False):
+        """Finish a request's job (once). slot_free: the engine is done with it (its Done event);
+        otherwise its engine request is cancelled, which frees the slot at the next tick."""
+        if slot_free:
             self._running.pop((id(run.engine), run.rid), None)
+        elif not run.ended:
+            run.engine.cancel(run.rid)
         if run.ended:
             return
         run.ended = True

@@ -41,12 +41,8 @@ void attention(ThreadPool& pool, const AttentionArgs& a) {
       int lo = 0, hi = nk;
       if (a.causal) hi = std::min(nk, qpos - a.key_pos0[b] + 1);
       if (a.window > 0) lo = std::max(0, qpos - a.window + 1 - a.key_pos0[b]);
-      float mx = -INFINITY;
-      for (int j = lo; j < hi; ++j) mx = std::max(mx, row[j]);
-      const float inv = 1.0f / ops.exp_sub_sum(row + lo, hi - lo, mx);
-      for (int j = 0; j < lo; ++j) row[j] = 0.f;
-      for (int j = lo; j < hi; ++j) row[j] *= inv;
-      for (int j = hi; j < nk; ++j) row[j] = 0.f;
+      lo = std::min(lo, nk);
+      ops.softmax_row(row, row, nk, lo, std::max(lo, hi));
     }
 
     Matrix vm = f32_matrix(v, hd, nk, hd);  // V [nk][hd] read as B[k = key][n = dim]

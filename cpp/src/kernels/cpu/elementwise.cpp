@@ -34,19 +34,8 @@ void for_rows(ThreadPool& pool, int64_t rows, int64_t row_cost, F&& f) {
 
 void rms_norm(ThreadPool& pool, const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps,
               float* y, int64_t ldy) {
-  for_rows(pool, rows, n, [&](int64_t r) {
-    const float* xr = x + r * ldx;
-    float* yr = y + r * ldy;
-    double ss = 0.0;  // the reference sums in f32 with a cascade; a double sum is as close as we can get
-    for (int i = 0; i < n; ++i) ss += double(xr[i]) * double(xr[i]);
-    float ms = float(ss / double(n));
-    float inv = 1.0f / std::sqrt(ms + eps);  // torch: pow(ms + eps, -0.5) == 1/sqrt in f32
-    if (w) {
-      for (int i = 0; i < n; ++i) yr[i] = (xr[i] * inv) * w[i];
-    } else {
-      for (int i = 0; i < n; ++i) yr[i] = xr[i] * inv;
-    }
-  });
+  const auto& ops = cpu::row_ops();
+  for_rows(pool, rows, n, [&](int64_t r) { ops.rms_row(x + r * ldx, y + r * ldy, n, w, eps); });
 }
 
 void gelu_tanh_mul(ThreadPool& pool, const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int n,
@@ -65,14 +54,12 @@ void soft_cap(ThreadPool& pool, float* x, int64_t n, float cap) {
 }
 
 void softmax_rows(ThreadPool& pool, float* x, int64_t ld, int64_t rows, int64_t n) {
+  softmax_rows(pool, x, ld, x, ld, rows, n);
+}
+
+void softmax_rows(ThreadPool& pool, const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t n) {
   const auto& ops = cpu::row_ops();
-  for_rows(pool, rows, 4 * n, [&](int64_t r) {
-    float* xr = x + r * ld;
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, xr[i]);
-    const float inv = 1.0f / ops.exp_sub_sum(xr, n, mx);
-    for (int64_t i = 0; i < n; ++i) xr[i] *= inv;
-  });
+  for_rows(pool, rows, 4 * n, [&](int64_t r) { ops.softmax_row(src + r * lds, dst + r * ldd, n, 0, n); });
 }
 
 void rope(ThreadPool& pool, float* x, int64_t ldx, int64_t tokens, int n_head, int hd, const int32_t* pos,

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <thread>
 
 #include "kernels/cpu/gemm_packed_generic.h"
 #include "kernels/cpu/pack.h"
@@ -15,22 +16,26 @@ PackedKernels packed_kernels_portable() { return generic_kernels(); }
 
 namespace {
 
-std::atomic<size_t> g_reserved{0};  // bytes every thread's buffer is allocated with at least
+std::atomic<size_t> g_reserved{0};         // bytes every thread's buffer is allocated with at least
+std::atomic<size_t> g_reserved_nested{0};  // the same for the buffer of calls inside a pool task
 
 // Activation buffer of the calling thread: allocated at max(need, reserved), grows only past that.
 struct Scratch {
+  const std::atomic<size_t>* reserved;
   std::unique_ptr<uint8_t[], AlignedFree> mem;
   size_t bytes = 0;
   uint8_t* get(size_t need) {
     if (need > bytes) {
-      size_t grow = (std::max(need, g_reserved.load(std::memory_order_relaxed)) + 4095) / 4096 * 4096;
+      size_t grow = (std::max(need, reserved->load(std::memory_order_relaxed)) + 4095) / 4096 * 4096;
       mem.reset(static_cast<uint8_t*>(::operator new(grow, std::align_val_t(64))));
       bytes = grow;
     }
     return mem.get();
   }
 };
-thread_local Scratch t_scratch;
+thread_local Scratch t_scratch{&g_reserved, nullptr, 0};
+thread_local Scratch t_scratch_nested{&g_reserved_nested, nullptr, 0};
+thread_local bool t_nested = false;
 
 size_t scratch_bytes(int64_t M, int64_t k_pad) {
   int64_t m_pad = (M + 31) / 32 * 32;
@@ -72,6 +77,25 @@ void reserve_packed_gemm_scratch(int64_t M, int64_t k) {
   }
 }
 
+NestedPackedGemm::NestedPackedGemm() : prev(cpu::t_nested) { cpu::t_nested = true; }
+NestedPackedGemm::~NestedPackedGemm() { cpu::t_nested = prev; }
+
+void reserve_nested_packed_gemm_scratch(ThreadPool& pool, int64_t M, int64_t k) {
+  const size_t want = cpu::scratch_bytes(M, (k + 63) / 64 * 64);
+  size_t have = cpu::g_reserved_nested.load();
+  while (want > have && !cpu::g_reserved_nested.compare_exchange_weak(have, want)) {
+  }
+  // One task per pool thread: each waits until all have started, so no thread runs two of them
+  // and every thread (workers and the caller) allocates its buffer here.
+  const int n = pool.size();
+  std::atomic<int> started{0};
+  pool.parallel_for(n, [&](int, int) {
+    cpu::t_scratch_nested.get(want);
+    started.fetch_add(1);
+    while (started.load() < n) std::this_thread::yield();
+  });
+}
+
 void gemm_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const PackedMatrix& w, float* y, int64_t ldy,
                  CpuPath want) {
   if (M <= 0 || w.n <= 0) return;
@@ -79,7 +103,7 @@ void gemm_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const
   const CpuPath path = packed_gemm_path(w.kind, want);
   const cpu::PackedKernels& kn = cpu::kernels_for(path);
   const int64_t lda = w.k_pad, m_pad = (M + 31) / 32 * 32;
-  uint8_t* buf = cpu::t_scratch.get(cpu::scratch_bytes(M, lda));
+  uint8_t* buf = (cpu::t_nested ? cpu::t_scratch_nested : cpu::t_scratch).get(cpu::scratch_bytes(M, lda));
   float* a_scale = reinterpret_cast<float*>(buf);
   uint8_t* a = buf + (size_t(m_pad) * sizeof(float) + 63) / 64 * 64;
   const size_t row_bytes = size_t(lda) * (bf16 ? 2 : 1);

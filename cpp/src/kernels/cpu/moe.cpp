@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/pack.h"
 #include "kernels/kernels.h"
 
 namespace diffrt::kernels {
@@ -51,17 +52,39 @@ void grouped_experts(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, i
     for (int64_t i = 0; i < n_slots; ++i)
       if (idx[i] == e) s.slot_of[pos++] = int32_t(i);
 
-  pool.parallel_for(int(n_slots), [&](int j, int) {
-    const float* src = x + (s.slot_of[j] / top_k) * ldx;
-    std::copy(src, src + H, s.xg + int64_t(j) * H);
-  });
-  for (int e = 0; e < E; ++e) {
+  // One expert's work: gather its rows, gate|up GEMM, gelu(gate)*up, down GEMM.
+  auto run_expert = [&](int e) {
     const int64_t r0 = s.count[e], rows = s.count[e + 1] - r0;
-    if (rows == 0) continue;
+    if (rows == 0) return;
+    for (int64_t j = r0; j < r0 + rows; ++j) {
+      const float* src = x + (s.slot_of[j] / top_k) * ldx;
+      std::copy(src, src + H, s.xg + j * H);
+    }
     gemm(pool, s.xg + r0 * H, H, rows, gate_up.rows(int64_t(e) * 2 * I_e, 2 * I_e), s.hg + r0 * 2 * I_e, 2 * I_e);
     gelu_tanh_mul(pool, s.hg + r0 * 2 * I_e, 2 * I_e, s.hg + r0 * 2 * I_e + I_e, 2 * I_e, rows, I_e,
                   s.hg + r0 * 2 * I_e, 2 * I_e);
     gemm(pool, s.hg + r0 * 2 * I_e, 2 * I_e, rows, down.rows(int64_t(e) * H, H), s.yg + r0 * H, H);
+  };
+  constexpr int kMaxOrdered = 1024;
+  if (E >= 4 * pool.size() && E <= kMaxOrdered) {
+    // Many experts per thread: one task per expert, its GEMMs run serially inside the task (a
+    // nested parallel_for is serial). One pool wake-up per layer instead of ~3 per expert; tasks
+    // go out largest first so the last ones to finish are small.
+    int order[kMaxOrdered];
+    int n = 0;
+    for (int e = 0; e < E; ++e) {
+      if (s.count[e + 1] == s.count[e]) continue;
+      int i = n++;
+      for (; i > 0 && s.count[order[i - 1] + 1] - s.count[order[i - 1]] < s.count[e + 1] - s.count[e]; --i)
+        order[i] = order[i - 1];
+      order[i] = e;
+    }
+    pool.parallel_for(n, [&](int t, int) {
+      NestedPackedGemm nested;  // packed GEMMs here use the thread's expert-sized buffer
+      run_expert(order[t]);
+    });
+  } else {
+    for (int e = 0; e < E; ++e) run_expert(e);  // few experts: each GEMM uses every thread
   }
   // Weighted sum over the k slots of each token, in f32 (the grouped_mm numerics).
   for (int64_t t = 0; t < M; ++t) std::fill(out + t * ldo, out + t * ldo + H, 0.f);

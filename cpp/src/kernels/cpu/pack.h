@@ -65,6 +65,16 @@ PackedMatrix pack_w8a16(ThreadPool& pool, const Matrix& w);  // int8 values as b
 void gemm_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const PackedMatrix& w, float* y, int64_t ldy,
                  CpuPath path = cpu_path());
 void reserve_packed_gemm_scratch(int64_t M, int64_t k);
+// Packed GEMMs called inside a pool task (the MoE's one-task-per-expert dispatch, where they run
+// serially on that thread) use a second per-thread buffer, sized for (M, k) of those calls only
+// (an expert's k, not the vocabulary's). This allocates it on every thread of `pool` now, so that
+// no step does; NestedPackedGemm marks the scope of such calls on the current thread.
+void reserve_nested_packed_gemm_scratch(ThreadPool& pool, int64_t M, int64_t k);
+struct NestedPackedGemm {
+  NestedPackedGemm();
+  ~NestedPackedGemm();
+  bool prev;
+};
 
 // The path gemm_packed really runs for this kind (lowered where the CPU lacks the instructions).
 CpuPath packed_gemm_path(PackedMatrix::Kind kind, CpuPath want = cpu_path());

@@ -14,6 +14,11 @@ struct RowOps {
   void (*soft_cap)(float* x, int64_t n, float cap);
   // x[i] = exp(x[i] - mx); returns the sum
   float (*exp_sub_sum)(float* x, int64_t n, float mx);
+  // y = x * (mean(x²) + eps)^-0.5 [* w] over n elements (w may be null; y may equal x). The sum of
+  // squares runs in double (the reference's f32 cascade is closer to that than to a plain f32 sum).
+  void (*rms_row)(const float* x, float* y, int64_t n, const float* w, float eps);
+  // dst[0:n] = softmax of src over [lo, hi), 0 outside (the masked keys). dst may equal src.
+  void (*softmax_row)(const float* src, float* dst, int64_t n, int64_t lo, int64_t hi);
 };
 
 const RowOps& row_ops_portable();
@@ -92,7 +97,50 @@ static float exp_sub_sum(float* x, int64_t n, float mx) {
   return s;
 }
 
-static const RowOps kOps = {gelu_mul, soft_cap, exp_sub_sum};
+static void rms_row(const float* x, float* y, int64_t n, const float* w, float eps) {
+  double acc[8] = {};  // 8 independent partial sums, so the compiler can keep them in one register
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += double(x[i + j]) * double(x[i + j]);
+  double ss = 0.0;
+  for (; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  for (int j = 0; j < 8; ++j) ss += acc[j];
+  const float inv = 1.0f / __builtin_sqrtf(float(ss / double(n)) + eps);  // torch: pow(ms + eps, -0.5)
+  if (w)
+    for (i = 0; i < n; ++i) y[i] = (x[i] * inv) * w[i];
+  else
+    for (i = 0; i < n; ++i) y[i] = x[i] * inv;
+}
+
+static void softmax_row(const float* src, float* dst, int64_t n, int64_t lo, int64_t hi) {
+  float m[16];  // partial maxima (a > b ? a : b is the max instruction's own semantics)
+  for (int j = 0; j < 16; ++j) m[j] = -3.4e38f;
+  int64_t i = lo;
+  for (; i + 16 <= hi; i += 16)
+    for (int j = 0; j < 16; ++j) m[j] = src[i + j] > m[j] ? src[i + j] : m[j];
+  float mx = -3.4e38f;
+  for (; i < hi; ++i) mx = src[i] > mx ? src[i] : mx;
+  for (int j = 0; j < 16; ++j) mx = m[j] > mx ? m[j] : mx;
+  float acc[16] = {};
+  float s = 0.f;
+  for (i = lo; i + 16 <= hi; i += 16)
+    for (int j = 0; j < 16; ++j) {
+      float e = exp_f32(src[i + j] - mx);
+      dst[i + j] = e;
+      acc[j] += e;
+    }
+  for (; i < hi; ++i) {
+    dst[i] = exp_f32(src[i] - mx);
+    s += dst[i];
+  }
+  for (int j = 0; j < 16; ++j) s += acc[j];
+  const float inv = 1.0f / s;
+  for (i = 0; i < lo; ++i) dst[i] = 0.f;
+  for (i = lo; i < hi; ++i) dst[i] *= inv;
+  for (i = hi; i < n; ++i) dst[i] = 0.f;
+}
+
+static const RowOps kOps = {gelu_mul, soft_cap, exp_sub_sum, rms_row, softmax_row};
 
 }  // namespace diffrt::kernels::cpu::DIFFRT_VEC_MATH_IMPL
 #endif

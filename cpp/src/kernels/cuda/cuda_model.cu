@@ -8,6 +8,7 @@
 #include "kernels/cuda/cuda_model.h"
 #include "kernels/kernels.h"
 #include "models/diffusion_gemma.h"
+#include "models/rope_tables.h"
 
 namespace diffrt::cuda {
 
@@ -129,35 +130,13 @@ int DeviceModel::max_kv_width() const {
 
 void DeviceModel::rope_tables(bool sliding, int max_pos, float* cos, float* sin) const {
   if (host_) return host_->rope_tables(sliding, max_pos, cos, sin);
-  // Random models: the same formulas as DiffusionGemma::rope_tables (spec §4.1).
-  const ModelConfig& c = cfg_;
+  // Random models: the CPU model's formulas (its round_to_bf16 differs from round_bf16 above only
+  // on inf/NaN, which cos/sin never give).
   int hd = 0;
   for (const auto& l : layers)
     if (l.sliding == sliding) hd = l.head_dim;
   if (hd == 0) return;
-  const int half = hd / 2;
-  const std::string& type = sliding ? c.rope_type_swa : c.rope_type;
-  const float base = sliding ? c.rope_base_swa : c.rope_base;
-  const float partial = sliding ? c.rope_partial_swa : c.rope_partial;
-  std::vector<float> inv(size_t(half), 0.f);
-  if (type == "default") {
-    const int dim = int(hd * partial);
-    for (int j = 0; 2 * j < dim && j < half; ++j) inv[j] = 1.0f / std::pow(base, float(2 * j) / float(dim));
-  } else {
-    const int rotated = int(std::floor(double(partial) * hd / 2));
-    for (int j = 0; j < rotated && j < half; ++j) inv[j] = 1.0f / std::pow(base, float(2 * j) / float(hd));
-  }
-  for (int p = 0; p < max_pos; ++p)
-    for (int j = 0; j < half; ++j) {
-      const float f = float(p) * inv[j];
-      float cv = std::cos(f), sv = std::sin(f);
-      if (bf16_model_) {
-        cv = round_bf16(cv);
-        sv = round_bf16(sv);
-      }
-      cos[int64_t(p) * half + j] = cv;
-      sin[int64_t(p) * half + j] = sv;
-    }
+  dg::rope_tables(cfg_, sliding, hd, bf16_model_, max_pos, cos, sin);
 }
 
 std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, const std::string& compute_type) {

@@ -6,6 +6,7 @@
 
 #include "diffrt/error.h"
 #include "kernels/cuda/cuda_session.h"
+#include "runtime/session_args.h"
 
 namespace diffrt::cuda {
 
@@ -33,10 +34,7 @@ CudaSession::CudaSession(std::shared_ptr<const DeviceModel> model, int batch, in
     : model_(std::move(model)), batch_(batch), max_context_(max_context) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length;
-  if (batch < 1) throw InvalidArgument("session batch must be >= 1, got " + std::to_string(batch));
-  if (max_context < L)
-    throw InvalidArgument("max_context " + std::to_string(max_context) + " is smaller than one canvas (" +
-                          std::to_string(L) + " tokens)");
+  check_session_args(batch, max_context, L);
   if (L > 1024) throw InvalidArgument("CUDA session: canvas_length > 1024 is not supported");
   const size_t M = size_t(batch) * L;
   const int H = c.n_embd, V = c.n_vocab, I = c.n_ff, E = c.n_expert, K = c.n_expert_used, Ie = c.n_ff_exp;

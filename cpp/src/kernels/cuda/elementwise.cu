@@ -112,7 +112,7 @@ __global__ void fill_uniform_kernel(void* data, int t, int64_t n, float a, uint6
   if (i >= n) return;
   uint32_t ctr[4] = {uint32_t(i), uint32_t(uint64_t(i) >> 32), 0x5EEDu, 0u}, out[4];
   philox4x32(ctr, seed, out);
-  const float u = (float(out[0] >> 8) + 0.5f) * (1.0f / 16777216.0f);  // (0, 1)
+  const float u = uniform24_from_bits(out[0]);  // (0, 1)
   const float v = (2.f * u - 1.f) * a;
   if (t == int(WType::I8))
     static_cast<int8_t*>(data)[i] = int8_t(rintf(u * 254.f - 127.f));

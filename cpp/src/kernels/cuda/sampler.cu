@@ -10,11 +10,6 @@
 namespace diffrt::kernels::cuda {
 namespace {
 
-__device__ __forceinline__ float exp1_from_bits(uint32_t x) {
-  const float u = (float(x >> 9) + 0.5f) * (1.0f / 8388608.0f);
-  return -float(log(double(u)));
-}
-
 __global__ void token_stats_kernel(const float* raw, float* pl, int V, int L, const float* temp,
                                    const int32_t* step_info, uint64_t seed, bool sample, bool round_pl,
                                    const uint8_t* frozen, int32_t* argmax, float* entropy, int32_t* sampled) {
