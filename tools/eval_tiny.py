@@ -164,6 +164,39 @@ def steps_quality(model, tok, corpus: Path, vocab_words: set[str], n_prompts: in
     return rows, dict(ref_judge_nll=ref_nll / ref_n), samples
 
 
+def steps_quality_diffrt(model, tok, gguf: str, corpus: Path, vocab_words: set[str], n_prompts: int, seed: int,
+                         threads: int, steps_list=STEPS):
+    """The same measures as steps_quality, generating with `diffrt run GGUF PROMPT --steps N --seed S`."""
+    import os
+    import subprocess
+
+    pairs = held_prompts(corpus, n_prompts)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent / "python"))
+    rows, samples = [], {}
+    for steps in steps_list:
+        words = known = rep = grams = 0
+        nll = n_tok = 0.0
+        for i, (prompt, _) in enumerate(pairs):
+            cmd = [sys.executable, "-m", "diffrt.cli", "run", gguf, prompt, "--steps", str(steps),
+                   "--seed", str(seed + i), "--threads", str(threads), "--max-new-tokens", "128"]
+            text = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.strip()
+            if i < 3:
+                samples.setdefault(steps, []).append((prompt, text))
+            w = _words(text)
+            words += len(w)
+            known += sum(1 for x in w if x.lower() in vocab_words)
+            g3 = [tuple(w[j : j + 3]) for j in range(len(w) - 2)]
+            grams += len(g3)
+            rep += len(g3) - len(set(g3))
+            a, c = judge_nll(model, tok, chat_ids(tok, prompt),
+                             tok.encode(text, add_special_tokens=False).ids + [tt.END_OF_TURN_ID])
+            nll += a
+            n_tok += c
+        rows.append(dict(steps=steps, word_rate=known / max(1, words), judge_nll=nll / max(1, n_tok),
+                         rep3=rep / max(1, grams), tokens_per_forward=None, words=words))
+    return rows, samples
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("ckpt")
@@ -174,6 +207,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     ap.add_argument("--skip-steps", action="store_true")
+    ap.add_argument("--skip-denoising", action="store_true")
+    ap.add_argument("--diffrt", default=None, help="also measure steps vs quality with `diffrt run` on this GGUF")
     args = ap.parse_args(argv)
 
     import torch
@@ -185,9 +220,11 @@ def main(argv=None) -> None:
     rng_texts = tt.prepare_data(corpus, model.config.text_config.vocab_size, args.seed)
     _, train_texts, held_texts = rng_texts
     train_stream, _ = tt.encode_stream(tok, train_texts)
-    result = {"denoising": denoising(model, tok, train_stream, held_texts, args.windows, args.seed + 7)}
-    print("noise t | positions | acc | NLL/token | unigram acc | unigram NLL | acc (all positions)")
-    for r in result["denoising"]:
+    result = {}
+    if not args.skip_denoising:
+        result["denoising"] = denoising(model, tok, train_stream, held_texts, args.windows, args.seed + 7)
+        print("noise t | positions | acc | NLL/token | unigram acc | unigram NLL | acc (all positions)")
+    for r in result.get("denoising", []):
         print(f"{r['t']:.2f} | {r['positions']} | {r['acc']:.3f} | {r['nll']:.3f} | {r['uni_acc']:.3f} | "
               f"{r['uni_nll']:.3f} | {r['acc_all']:.3f}")
     if not args.skip_steps:
@@ -202,6 +239,17 @@ def main(argv=None) -> None:
         for k, v in samples.items():
             for p, t in v:
                 print(f"[{k} steps] {p!r} -> {t!r}")
+    if args.diffrt:
+        vocab_words = {w.lower() for r in tt.load_records(corpus / "train.jsonl") for w in _words(r["text"])}
+        rows, samples = steps_quality_diffrt(model, tok, args.diffrt, corpus, vocab_words, args.prompts, args.seed,
+                                             args.threads)
+        result.update(diffrt_steps=rows, diffrt_samples={str(k): v for k, v in samples.items()})
+        print("diffrt: steps | word rate | judge NLL | repeated 3-grams | words")
+        for r in rows:
+            print(f"{r['steps']} | {r['word_rate']:.3f} | {r['judge_nll']:.3f} | {r['rep3']:.3f} | {r['words']}")
+        for k, v in samples.items():
+            for p, t in v:
+                print(f"[diffrt {k} steps] {p!r} -> {t!r}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
