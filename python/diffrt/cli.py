@@ -3,12 +3,13 @@ exposes `add_parser(subparsers)` (which sets `func`) — add a module to COMMAND
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import DiffrtError
 
 # Order = order in --help. A module is imported only if it exists (verbs land one by one).
-COMMANDS = ["run", "create", "show", "list", "cp", "rm", "serve", "convert", "bench"]
+COMMANDS = ["run", "create", "show", "list", "cp", "rm", "serve", "convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout piped into e.g. `head`, which exited: stop quietly, as cat does
+        # Point stdout at /dev/null so that the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

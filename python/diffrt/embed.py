@@ -183,3 +183,7 @@ def read_modelfile_text(path: str) -> str:
             return f.read()
     except UnicodeDecodeError as e:
         raise ModelfileError(f"{path}: not UTF-8 text ({e})") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such Modelfile") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{path}: is a directory, expected a Modelfile") from None

@@ -114,12 +114,25 @@ def copy(src: str, dst: str) -> None:
     src_path = resolve(src)
     if Path(src_path) == path_for(dst):
         return
+    _check_model_file(src_path)
     with writing(dst) as tmp:
         os.remove(tmp)
         try:
             os.link(src_path, tmp)  # store files are never modified in place: sharing is safe
         except OSError:
             shutil.copyfile(src_path, tmp)
+
+
+def _check_model_file(path: str) -> None:
+    """Refuse to copy what diffrt cannot run: the header is read and checked (magic, metadata, tensor
+    extents: FormatError) and the architecture must be ours (ConfigError). No weights are read."""
+    from . import _core
+    from .errors import ConfigError
+    from .gguf_names import ARCH
+
+    arch = _core.GGUFFile(path).metadata().get(KEYS["ARCHITECTURE"])
+    if arch != ARCH:
+        raise ConfigError(f"{path}: architecture {arch!r} is not supported; diffrt runs: {ARCH}")
 
 
 @dataclasses.dataclass

@@ -1,6 +1,7 @@
 // CPU feature detection (cpuid/xgetbv) and the DIFFRT_CPU_PATH override.
 #include "core/cpu_features.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 

@@ -26,9 +26,14 @@ def add_parser(sub):
 def run(args):
     from ..convert import convert
 
+    if os.path.isdir(args.output):
+        raise IsADirectoryError(f"{args.output}: is a directory, expected an output .gguf file path")
     if os.path.exists(args.output) and not args.force:
         print(f"Error: {args.output}: already exists (use --force to overwrite)", file=sys.stderr)
         return 1
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):  # checked before the (long) conversion starts
+        raise FileNotFoundError(f"{args.output}: {folder} is not an existing folder")
     convert(args.checkpoint, args.output, out_type=args.out_type, progress=not args.no_progress)
     print(f"wrote {args.output} ({os.path.getsize(args.output):,} bytes)", file=sys.stderr)
     return 0

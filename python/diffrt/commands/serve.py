@@ -21,6 +21,8 @@ def add_parser(sub):
 def run(args):
     from ..server.app import serve
 
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be in 0..65535, got {args.port}")
     if args.max_queue < 1:
         raise ValueError("--max-queue must be >= 1")
     if args.parallel < 1:
