@@ -1,6 +1,7 @@
 """Bad input at the command line: every case prints one `Error: ...` line naming the problem and exits
 1 — never a traceback. The shipped default model stands in for a good file."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import diffrt
 from diffrt.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,7 +157,9 @@ def test_subprocess_no_traceback(bad, argv):
     """The real entry point, as a user runs it: exit status 1, one Error line, no traceback."""
     r = subprocess.run(
         [sys.executable, "-m", "diffrt.cli"] + argv, cwd=bad, capture_output=True, text=True, timeout=120,
-        env={"PYTHONPATH": str(ROOT / "python"), "DIFFRT_MODELS": str(bad / "store"), "PATH": "/usr/bin:/bin"},
+        # the diffrt this test imported (installed, or a developer build under python/)
+        env=dict(os.environ, PYTHONPATH=str(Path(diffrt.__file__).resolve().parents[1]),
+                 DIFFRT_MODELS=str(bad / "store")),
     )
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.startswith("Error: "), r.stderr
