@@ -95,12 +95,11 @@ def _applied_keys(mf: mfmod.Modelfile, text: str) -> dict:
 
 
 def _write(src: str, out: str, mf: mfmod.Modelfile, text: str, qtype):
-    from . import _core
+    from .model import Model
 
-    core = _core.GGUFFile(src)  # the bounds-checked reader validates the file before gguf-py reads it
-    md = core.metadata()
-    if md.get(KEYS["ARCHITECTURE"]) != ARCH:
-        raise FormatError(f"{src}: architecture {md.get(KEYS['ARCHITECTURE'])!r} is not {ARCH}")
+    # The bounds-checked reader validates the file (and Model its architecture) before gguf-py reads it.
+    src_model = Model(src)
+    core, md = src_model._file, src_model.metadata
     applied = _applied_keys(mf, text)
     if qtype is not None:
         applied[KEYS["FILE_TYPE"]] = int(gguf.LlamaFileType.MOSTLY_Q8_0)

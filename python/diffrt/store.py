@@ -124,15 +124,11 @@ def copy(src: str, dst: str) -> None:
 
 
 def _check_model_file(path: str) -> None:
-    """Refuse to copy what diffrt cannot run: the header is read and checked (magic, metadata, tensor
-    extents: FormatError) and the architecture must be ours (ConfigError). No weights are read."""
-    from . import _core
-    from .errors import ConfigError
-    from .gguf_names import ARCH
+    """Refuse to copy what diffrt cannot run: `Model` reads and checks the header (FormatError) and the
+    architecture (ConfigError); the engine is not loaded and no weights are read."""
+    from .model import Model
 
-    arch = _core.GGUFFile(path).metadata().get(KEYS["ARCHITECTURE"])
-    if arch != ARCH:
-        raise ConfigError(f"{path}: architecture {arch!r} is not supported; diffrt runs: {ARCH}")
+    Model(path)
 
 
 @dataclasses.dataclass
