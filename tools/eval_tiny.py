@@ -13,6 +13,9 @@
        auxiliary-LM head), a fluency proxy, next to the same number for the held-out reference answers,
      * repeated 3-grams: share of word 3-grams that repeat an earlier one in the same answer,
      * tokens per decoder pass (generate's `tokens_per_forward`).
+3. With --diffrt GGUF: the same measures with `diffrt run`, and a tape replay: transformers'
+   generate() on the held-out prompts with its random draws recorded (tools/record_tape.py), replayed
+   by diffrt on the GGUF; reports how many prompts come out token-identical.
 
     python3 tools/eval_tiny.py CKPT_DIR CORPUS_DIR [--windows 512] [--prompts 16] [--json OUT.json]
 """
@@ -101,12 +104,17 @@ def judge_nll(model, tok, prompt_ids: list[int], answer_ids: list[int]) -> tuple
 
 
 def held_prompts(corpus: Path, n: int):
-    """(prompt, reference answer) from the first n held-out records that have a title."""
-    recs = [r for r in tt.load_records(corpus / "heldout.jsonl") if r["title"].strip()]
+    """(prompt, reference answer) from the first n held-out records, asked as in training: about the
+    record's rarest name ("Tell me about Moses."), or for the passage ("Read me Genesis 1.")."""
+    topics = tt.topic_counts(tt.load_records(corpus / "train.jsonl"))
     out = []
-    for r in recs[:n]:
-        title = r["title"].strip().rstrip(".:")
-        out.append((title if title.endswith("?") else tt.PROMPTS[0].format(title), r["text"]))
+    for r in tt.load_records(corpus / "heldout.jsonl")[:n]:
+        names = [w for w in tt._NAME.findall(r["text"]) if topics[w] >= tt.MIN_TOPIC_COUNT]
+        if names:
+            prompt = tt.TOPIC_PROMPTS[0].format(min(names, key=lambda w: (topics[w], w)))
+        else:
+            prompt = tt.PASSAGE_PROMPTS[0].format(r["title"])
+        out.append((prompt, r["text"]))
     return out
 
 
@@ -197,6 +205,30 @@ def steps_quality_diffrt(model, tok, gguf: str, corpus: Path, vocab_words: set[s
     return rows, samples
 
 
+def tape_replay(model, tok, gguf: str, corpus: Path, n_prompts: int, seed: int, threads: int) -> dict:
+    """transformers' generate() on held-out prompts with its draws recorded, replayed by diffrt on the
+    GGUF: how many prompts come out token-identical (raw tokens, pads included) with the same steps."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+    import diffrt
+    from record_tape import record_reference
+
+    engine = diffrt.load(gguf, threads=threads)
+    same = same_steps = tokens = equal = 0
+    pairs = held_prompts(corpus, n_prompts)
+    for i, (prompt, _) in enumerate(pairs):
+        ids = np.array([chat_ids(tok, prompt)])
+        ref, tape, steps = record_reference(model, ids, seed=seed + i)
+        got = engine.generate(ids[0].tolist(), tape=tape)
+        raw = np.array(got.raw_tokens).reshape(ref.shape) if np.size(got.raw_tokens) == ref.size else None
+        same += int(raw is not None and bool((raw == ref).all()))
+        same_steps += int(list(got.steps) == list(steps))
+        tokens += ref.size
+        equal += int((raw == ref).sum()) if raw is not None else 0
+    return dict(prompts=len(pairs), identical=same, same_steps=same_steps, tokens=tokens, tokens_equal=equal)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("ckpt")
@@ -208,7 +240,8 @@ def main(argv=None) -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--skip-steps", action="store_true")
     ap.add_argument("--skip-denoising", action="store_true")
-    ap.add_argument("--diffrt", default=None, help="also measure steps vs quality with `diffrt run` on this GGUF")
+    ap.add_argument("--diffrt", default=None, help="also measure steps vs quality with `diffrt run` on this GGUF, "
+                    "and replay transformers' draws in diffrt (token-identical?)")
     args = ap.parse_args(argv)
 
     import torch
@@ -240,6 +273,9 @@ def main(argv=None) -> None:
             for p, t in v:
                 print(f"[{k} steps] {p!r} -> {t!r}")
     if args.diffrt:
+        result["tape_replay"] = tr = tape_replay(model, tok, args.diffrt, corpus, args.prompts, args.seed, args.threads)
+        print(f"tape replay (transformers draws -> diffrt): {tr['identical']}/{tr['prompts']} prompts identical, "
+              f"{tr['same_steps']}/{tr['prompts']} same steps, {tr['tokens_equal']}/{tr['tokens']} tokens equal")
         vocab_words = {w.lower() for r in tt.load_records(corpus / "train.jsonl") for w in _words(r["text"])}
         rows, samples = steps_quality_diffrt(model, tok, args.diffrt, corpus, vocab_words, args.prompts, args.seed,
                                              args.threads)

@@ -1,193 +1,132 @@
 #!/usr/bin/env python3
-"""Extract an English prose corpus from the Python documentation sources (Debian `python3.11-doc`).
+"""Extract the training corpus of the default model: the World English Bible (public domain).
 
-Source: Debian bookworm package `python3.11-doc` 3.11.2-6+deb12u9 (the package `python3-doc` 3.11.2-1
-depends on it), licensed under the PSF License Version 2 (see its /usr/share/doc/python3.11-doc/copyright).
-We read the reStructuredText sources under usr/share/doc/python3.11/html/_sources/ of these parts,
-in sorted path order:
+Source: Debian bookworm package `sword-text-web` 426.0-1 (the SWORD module `engWEB2015eb`, "World
+English Bible with Deuterocanon"; /usr/share/doc/sword-text-web/copyright: "The World English Bible is
+in the Public Domain"). Modern English prose in short sentences: the simplest permissively licensed
+English text of useful size in Debian, which is what a 6 M-parameter model can learn to write.
 
-    tutorial/ faq/ howto/ library/ reference/ using/ installing/ glossary.rst.txt
+The module is a SWORD zText module (ModDrv=zText, CompressType=ZIP, BlockType=BOOK): for each
+testament, `.bzs` lists the zlib blocks (offset, compressed size, size; 3 x u32 LE), `.bzz` holds them,
+and `.bzv` indexes the verses (block, offset in the inflated block, length; u32 u32 u16 LE). A verse is
+OSIS XML. We drop footnotes and headings, keep the words, and cut the text into paragraphs at the
+module's paragraph marks (`<div type="x-p" sID=...>`) and chapter starts, splitting very long
+paragraphs at verse ends. Each paragraph is written as {"title": "<Book> <chapter>", "text": ...},
+one JSON object per line; every 40th goes to the held-out file. Deterministic (same input bytes ->
+same output bytes).
 
-and keep only prose paragraphs: directives, literal/code blocks, doctest blocks, tables and
-paragraphs that are mostly symbols are dropped; inline markup (:role:`x`, ``x``, *x*, links) is
-reduced to its text. Each kept paragraph is written with the title of the section it belongs to,
-one JSON object per line: {"title": ..., "text": ...}. Every 40th record goes to the held-out file.
-The output is deterministic (same input bytes -> same output bytes).
-
-    apt-get download python3.11-doc=3.11.2-6+deb12u9
-    dpkg-deb -x python3.11-doc_3.11.2-6+deb12u9_all.deb x
-    python3 tools/make_corpus.py x/usr/share/doc/python3.11/html/_sources OUT_DIR
+    apt-get download sword-text-web=426.0-1
+    dpkg-deb -x sword-text-web_426.0-1_all.deb x
+    python3 tools/make_corpus.py x/usr/share/sword/modules/texts/ztext/engWEB2015eb OUT_DIR
     # -> OUT_DIR/train.jsonl, OUT_DIR/heldout.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import re
+import struct
+import zlib
 from pathlib import Path
 
-PARTS = ["tutorial", "faq", "howto", "library", "reference", "using", "installing", "glossary.rst.txt"]
 HELDOUT_EVERY = 40
-UNDERLINE = re.compile(r"^([=\-~^*\"'#+`:.])\1{2,}\s*$")
+SKIP_BOOKS = {"Preface", "Glossary"}  # the translators' front and back matter, not scripture
+MAX_PARAGRAPH = 600  # characters; longer paragraphs are split at verse ends
 
-_ROLE = re.compile(r":[a-zA-Z:]+:`([^`]*)`")
-_LINK = re.compile(r"`([^`<]+?)\s*<[^>]*>`_{1,2}")
-_REF = re.compile(r"`([^`]+)`_{1,2}")
-_LIT = re.compile(r"``([^`]*)``")
-_STRONG = re.compile(r"\*\*([^*]+)\*\*")
-_EMPH = re.compile(r"\*([^*\s][^*]*)\*")
-_FOOT = re.compile(r"\s*\[(#\w*|\d+)\]_")
-_SUBST = re.compile(r"\|[^|\s][^|]*\|_?")
-_CONTRIB = re.compile(r"\s*\((Contributed|Patch|Written|Originally) by [^)]*\)\.?")
-
-
-def _role_text(m: re.Match) -> str:
-    inner = m.group(1)
-    lt = re.match(r"(.*?)\s*<[^>]*>$", inner)
-    if lt:  # :ref:`text <target>`
-        return lt.group(1)
-    inner = inner.lstrip("!")
-    if inner.startswith("~"):  # :func:`~a.b.c` shows only the last part
-        inner = inner[1:].rsplit(".", 1)[-1]
-    return inner
+_NOTE = re.compile(r"<note\b.*?</note>", re.S)
+_TITLE = re.compile(r"<title\b.*?</title>", re.S)
+_TAG = re.compile(r"<[^>]+>")
+_BOOK_NAME = re.compile(r'<milestone n="([^"]+)" type="x-usfm-h"/>')
+_CHAPTER = re.compile(r'<chapter n="(\d+)"[^>]*sID=')
+_SENTENCE_END = re.compile(r"(?<=[.!?”’])\s+")
+_PARA = re.compile(r'<div [^>]*type="x-p"[^>]*/>|<div [^>]*sID="[^"]*" type="x-p"/>')
 
 
-def clean_inline(text: str) -> str:
-    text = _ROLE.sub(_role_text, text)
-    text = _LINK.sub(r"\1", text)
-    text = _LIT.sub(r"\1", text)
-    text = _REF.sub(r"\1", text)
-    text = _STRONG.sub(r"\1", text)
-    text = _EMPH.sub(r"\1", text)
-    text = _FOOT.sub("", text)
-    text = _SUBST.sub("", text)
-    text = _CONTRIB.sub("", text)
-    text = text.replace("\\ ", "").replace("\\", "")
-    if text.endswith("::"):
-        text = text[:-1]
-    text = re.sub(r"\s+", " ", text).strip()
-    return text
+def verses(module: Path):
+    """Yield the raw OSIS text of every non-empty verse entry, Old then New Testament, in index order."""
+    for part in ("ot", "nt"):
+        bzs = (module / f"{part}.bzs").read_bytes()
+        bzz = (module / f"{part}.bzz").read_bytes()
+        bzv = (module / f"{part}.bzv").read_bytes()
+        blocks: dict[int, bytes] = {}
+        for i in range(0, len(bzv) - len(bzv) % 10, 10):
+            block, offset, size = struct.unpack_from("<IIH", bzv, i)
+            if size == 0:
+                continue
+            if block not in blocks:
+                start, csize, _ = struct.unpack_from("<III", bzs, 12 * block)
+                blocks[block] = zlib.decompress(bzz[start:start + csize])
+            yield blocks[block][offset:offset + size].decode("utf-8")
 
 
-def is_prose(text: str) -> bool:
-    words = text.split()
-    if len(words) < 6 or not text[0].isupper() or text[-1] not in ".!?":
-        return False
-    if any(s in text for s in (">>>", "{", "}", "==", "->", "http", "::", "~~", "$", "()", "''")):
-        return False
-    plain = sum(c.isalpha() or c in " ,.'-?!:;()" for c in text)
-    if plain / len(text) < 0.95:
-        return False
-    # Mostly real words: identifiers like foo_bar or a.b.c make text hard for a tiny model.
-    odd = sum(1 for w in words if "_" in w or re.search(r"\w\.\w", w) or re.search(r"[a-z][A-Z]", w))
-    return odd <= len(words) // 25
+def clean(osis: str) -> str:
+    if osis.count("<") != osis.count(">"):  # a few whole-book entries outgrow the u16 length: cut the tail
+        osis = osis[:osis.rfind("<")]
+    # a footnote often sits between two words with no space around it
+    text = _TAG.sub("", _TITLE.sub("", _NOTE.sub(" ", osis)))
+    text = re.sub(r"\s+", " ", html.unescape(text)).strip()
+    return re.sub(r" ([,.;:!?)])", r"\1", text)
 
 
-def paragraphs(path: Path):
-    """Yield (section_title, paragraph_text) for the prose paragraphs of one reST file."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    title = ""
-    block: list[str] = []
-    skip_indent = None  # inside a directive or literal block: skip lines indented more than this
-    literal_next = False
+def sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(text) if s]
+
+
+def paragraphs(module: Path):
+    """(title, paragraph text) in reading order."""
+    book, chapter, cur = "", "", []
 
     def flush():
-        nonlocal block, literal_next
-        if not block:
-            return None
-        raw = block
-        block = []
-        first = raw[0].strip()
-        ends_literal = raw[-1].rstrip().endswith("::")
-        if first.startswith(("* ", "- ", "#. ", "+ ")):
-            first = first[2:].lstrip()
-            raw = [first] + raw[1:]
-        if re.match(r"^\d+\.\s", first):
-            return ends_literal
-        text = clean_inline(" ".join(r.strip() for r in raw))
-        result.append((title, text))
-        return ends_literal
+        text = " ".join(cur).strip()
+        cur.clear()
+        return (f"{book} {chapter}".strip(), text) if text else None
 
-    result: list[tuple[str, str]] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip(" "))
-        if skip_indent is not None:
-            if stripped == "" or indent > skip_indent:
-                i += 1
-                continue
-            skip_indent = None
-        # Section titles: text followed by an underline (an optional overline is skipped as an underline).
-        if stripped and i + 1 < len(lines) and UNDERLINE.match(lines[i + 1]) and not UNDERLINE.match(line):
-            flush()
-            title = clean_inline(stripped)
-            i += 2
+    for osis in verses(module):
+        names = _BOOK_NAME.findall(osis)  # a front-matter entry may hold several headers: the last one counts
+        if names:
+            book, chapter = names[-1], ""  # text before the first chapter is front matter (the preface)
+        mc = _CHAPTER.search(osis)
+        new_para = bool(mc) or bool(_PARA.search(osis))
+        if mc:
+            chapter = mc.group(1)
+        if new_para:
+            p = flush()
+            if p:
+                yield p
+        if not chapter or book in SKIP_BOOKS:
             continue
-        if UNDERLINE.match(line):
-            i += 1
-            continue
-        if stripped == "":
-            if flush():
-                skip_indent = indent_of_block
-            i += 1
-            continue
-        if not block:
-            indent_of_block = indent
-            if stripped.startswith(".."):
-                # Directives and comments: skip the body, but keep admonition text (note/tip/versionchanged).
-                m = re.match(r"\.\.\s+(note|tip|important|seealso|warning)::\s*(.*)$", stripped)
-                if m:
-                    if m.group(2):
-                        block = [m.group(2)]
-                    i += 1
-                    continue
-                skip_indent = indent
-                i += 1
-                continue
-            if stripped.startswith((">>>", "|", "+-", "=")):
-                skip_indent = indent if stripped.startswith(">>>") else None
-                # a table row or doctest: skip this block entirely
-                while i < len(lines) and lines[i].strip():
-                    i += 1
-                continue
-        block.append(line)
-        i += 1
-    flush()
-    for t, p in result:
-        if is_prose(p):
-            yield t, p
-
-
-def collect(src: Path) -> list[dict]:
-    files: list[Path] = []
-    for part in PARTS:
-        p = src / part
-        files.extend(sorted(p.rglob("*.rst.txt")) if p.is_dir() else [p])
-    records = []
-    for f in files:
-        for title, text in paragraphs(f):
-            records.append({"title": title, "text": text})
-    return records
+        for sent in sentences(clean(osis)):
+            if cur and sum(len(c) + 1 for c in cur) + len(sent) > MAX_PARAGRAPH:
+                p = flush()
+                if p:
+                    yield p
+            cur.append(sent)
+    p = flush()
+    if p:
+        yield p
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sources", help="…/usr/share/doc/python3.11/html/_sources")
-    ap.add_argument("out_dir")
+    ap.add_argument("module", help="the engWEB2015eb module directory (holds ot.bzs, ot.bzv, ot.bzz, nt.*)")
+    ap.add_argument("out", help="output directory")
     args = ap.parse_args(argv)
-    src, out = Path(args.sources), Path(args.out_dir)
-    if not (src / "tutorial").is_dir():
-        raise SystemExit(f"{src}: not the python3.11-doc _sources directory (no tutorial/)")
+    module, out = Path(args.module), Path(args.out)
+    for part in ("ot", "nt"):
+        for ext in ("bzs", "bzv", "bzz"):
+            if not (module / f"{part}.{ext}").is_file():
+                raise SystemExit(f"error: {module}/{part}.{ext} not found: is this a SWORD zText module?")
     out.mkdir(parents=True, exist_ok=True)
-    records = collect(src)
+    n = chars = 0
     with open(out / "train.jsonl", "w", encoding="utf-8") as tr, open(out / "heldout.jsonl", "w", encoding="utf-8") as ho:
-        for i, r in enumerate(records):
-            (ho if i % HELDOUT_EVERY == HELDOUT_EVERY - 1 else tr).write(json.dumps(r, ensure_ascii=False) + "\n")
-    n_chars = sum(len(r["text"]) for r in records)
-    print(f"{len(records)} paragraphs, {n_chars} characters -> {out}")
+        for i, (title, text) in enumerate(paragraphs(module)):
+            (ho if i % HELDOUT_EVERY == HELDOUT_EVERY - 1 else tr).write(
+                json.dumps({"title": title, "text": text}, ensure_ascii=False) + "\n")
+            n += 1
+            chars += len(text)
+    print(f"{n} paragraphs, {chars} characters -> {out}")
 
 
 if __name__ == "__main__":

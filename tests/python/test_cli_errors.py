@@ -59,7 +59,7 @@ def store(tmp_path, monkeypatch):
 FILES = [
     ("missing.gguf", "no such model file"),
     ("folder", "is a directory"),
-    ("trunc_header.gguf", "exceeds"),
+    ("trunc_header.gguf", "metadata value"),  # "truncated while reading" or "exceeds", by where the cut lands
     ("trunc_data.gguf", "extends past the end of the file"),
     ("empty.gguf", "not a GGUF file"),
     ("text.gguf", "not a GGUF file"),
