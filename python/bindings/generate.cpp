@@ -11,6 +11,7 @@
 #include <diffrt/generate.h>
 
 #include "bindings.h"
+#include "generate_glue.h"
 #include "model.h"
 #include "models/diffusion_gemma.h"
 #include "ndarray_util.h"
@@ -18,24 +19,7 @@
 
 namespace {
 
-using diffrt_py::copy_array;
 using I32Array = diffrt_py::TapeArray;
-
-// A Python callback that may raise: the error is kept as the pending Python error and the loop is
-// cancelled; generate() re-raises it once the loop has returned.
-struct CallbackGuard {
-  bool failed = false;
-  bool call(const nb::object& fn, nb::dict ev) {
-    try {
-      nb::object r = fn(ev);
-      return !(r.is(nb::bool_(false)));
-    } catch (nb::python_error& e) {
-      e.restore();
-      failed = true;
-      return false;
-    }
-  }
-};
 
 nb::dict run_generate(const PyModel& pm, const std::vector<std::vector<int32_t>>& prompts,
                       std::optional<int> max_new_tokens, std::optional<int> steps, std::optional<double> t_min,
@@ -61,35 +45,8 @@ nb::dict run_generate(const PyModel& pm, const std::vector<std::vector<int32_t>>
   const int B = int(prompts.size()), L = cfg.canvas_length;
   diffrt_py::set_tape(opt.tape, tape_init, tape_samples, tape_renoise, B, L);
 
-  CallbackGuard guard;
-  if (!on_step.is_none()) {
-    opt.on_step = [&](const diffrt::StepEvent& e) {
-      nb::gil_scoped_acquire gil;
-      nb::dict d;
-      d["kind"] = "step";
-      d["canvas"] = e.canvas;
-      d["step"] = e.step;
-      d["cur_step"] = e.cur_step;
-      d["temperature"] = e.temperature;
-      d["argmax"] = copy_array(e.argmax, {size_t(e.batch), size_t(e.L)});
-      d["accepted"] = copy_array(e.accepted, {size_t(e.batch), size_t(e.L)});
-      d["finished"] = copy_array(e.finished, {size_t(e.batch)});
-      d["mean_entropy"] = copy_array(e.mean_entropy, {size_t(e.batch)});
-      return guard.call(on_step, d);
-    };
-  }
-  if (!on_canvas.is_none()) {
-    opt.on_canvas = [&](const diffrt::CanvasEvent& e) {
-      nb::gil_scoped_acquire gil;
-      nb::dict d;
-      d["kind"] = "canvas";
-      d["canvas"] = e.canvas;
-      d["steps"] = e.steps;
-      d["tokens"] = copy_array(e.tokens, {size_t(e.batch), size_t(e.L)});
-      d["done"] = copy_array(e.done, {size_t(e.batch)});
-      return guard.call(on_canvas, d);
-    };
-  }
+  diffrt_py::CallbackGuard guard;
+  diffrt_py::wire_callbacks(opt, guard, on_step, on_canvas);
 
   diffrt::GenerateResult res;
   {
@@ -98,22 +55,7 @@ nb::dict run_generate(const PyModel& pm, const std::vector<std::vector<int32_t>>
   }
   if (guard.failed) throw nb::python_error();
 
-  nb::dict out;
-  nb::list toks;
-  for (auto& t : res.tokens) toks.append(nb::cast(t));
-  out["tokens"] = toks;
-  out["steps"] = nb::cast(res.steps);
-  out["decoder_passes"] = nb::cast(res.decoder_passes);
-  out["cancelled"] = res.cancelled;
-  out["prefill_s"] = res.prefill_s;
-  out["encode_s"] = res.encode_s;
-  out["denoise_s"] = res.denoise_s;
-  out["sampler_s"] = res.sampler_s;
-  out["total_s"] = res.total_s;
-  out["canvas_length"] = L;
-  out["eos_ids"] = nb::cast(p.eos_ids);
-  out["pad_id"] = p.pad_id;
-  return out;
+  return diffrt_py::generate_result(res, p, L);
 }
 
 }  // namespace

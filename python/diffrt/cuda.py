@@ -50,11 +50,13 @@ def random_model(config: dict, dtype: str = "bf16", seed: int = 0):
     return _module().random_model(dict(config), dtype, int(seed))
 
 
-def generate(model, prompts, *, seed: int = 0, tape=None, max_context: int | None = None, **params) -> dict:
+def generate(model, prompts, *, seed: int = 0, tape=None, max_context: int | None = None, on_step=None,
+             on_canvas=None, **params) -> dict:
     """Runs the C++ generation loop with a GPU session. prompts: list of token-id lists. params:
     max_new_tokens, steps, t_min, t_max, entropy_bound, stability_threshold, confidence_threshold,
     eos_ids, pad_id, self_cond_bf16. tape: dict with int32 arrays init/samples/renoise [n, B, L].
-    Returns {"tokens": [[...] per row], "steps": [...], "decoder_passes": [...], ...}."""
+    on_step / on_canvas: called with the same event dicts as diffrt._core.generate (False cancels).
+    Returns the same dict as diffrt._core.generate: {"tokens": [[...] per row], "steps": [...], ...}."""
     import numpy as np
 
     if getattr(model, "device", None) != "cuda":
@@ -73,4 +75,4 @@ def generate(model, prompts, *, seed: int = 0, tape=None, max_context: int | Non
     if tape is not None:
         for k in ("init", "samples", "renoise"):
             kw["tape_" + k] = np.ascontiguousarray(tape[k], dtype=np.int32)
-    return s.generate(rows, seed=int(seed), **kw)
+    return s.generate(rows, seed=int(seed), on_step=on_step, on_canvas=on_canvas, **kw)

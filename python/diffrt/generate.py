@@ -238,8 +238,6 @@ class Generator:
         from . import _core
 
         init, samples, renoise = tape_arrays if tape_arrays else (None, None, None)
-        if getattr(self.model, "device", "cpu") == "cuda":
-            return self._run_cuda(rows, batched, p, tape_arrays, on_step, on_canvas)
         step_cb = None
         if on_step is not None:
 
@@ -252,6 +250,8 @@ class Generator:
             def canvas_cb(ev):
                 return on_canvas(ev)
 
+        if getattr(self.model, "device", "cpu") == "cuda":
+            return self._run_cuda(rows, batched, p, tape_arrays, step_cb, canvas_cb)
         out = _core.generate(
             core_model(self.model),
             rows,
@@ -274,18 +274,15 @@ class Generator:
         )
         return self._result(out, p, batched)
 
-    def _run_cuda(self, rows, batched, p, tape_arrays, on_step, on_canvas) -> GenerationResult:
-        # The GPU loop has no per-step callbacks yet (its step runs as one captured graph).
-        if on_step is not None or on_canvas is not None:
-            raise ValueError("streaming (on_step/on_canvas) is not supported with device='cuda' yet")
+    def _run_cuda(self, rows, batched, p, tape_arrays, step_cb, canvas_cb) -> GenerationResult:
+        # The same C++ loop with a GPU session: passes on the device, sampler and callbacks on the host.
         from . import cuda
 
         tape = dict(zip(("init", "samples", "renoise"), tape_arrays)) if tape_arrays else None
         keys = ("max_new_tokens", "steps", "t_min", "t_max", "entropy_bound", "stability_threshold",
                 "confidence_threshold", "eos_ids")
-        out = cuda.generate(self.model, rows, seed=p["seed"], tape=tape,
+        out = cuda.generate(self.model, rows, seed=p["seed"], tape=tape, on_step=step_cb, on_canvas=canvas_cb,
                             pad_id=-1 if p["pad_id"] is None else p["pad_id"], **{k: p[k] for k in keys})
-        out = {"prefill_s": 0.0, "encode_s": 0.0, "cancelled": False, **out}
         return self._result(out, p, batched)
 
     def _strip(self, ids, pad_id):

@@ -399,6 +399,39 @@ def test_generation_same_tokens_as_cpu(converted, tape):
 
 @gpu
 @needs_gpu
+def test_generation_callbacks_match_cpu(converted):
+    # The same step and canvas events from the GPU session as from the CPU engine (tape replay),
+    # and returning False from a callback cancels the loop on both.
+    from diffrt import _core, _cuda
+
+    cpu_m, gpu_m = _engines(converted("default"))
+    cfg = cpu_m.config()
+    L, V = cfg["canvas_length"], cfg["n_vocab"]
+    prompts = [list(range(3, 15))]
+    rng = np.random.default_rng(12)
+    kw = dict(_gen_kwargs(L), tape_init=rng.integers(0, V, (2, 1, L)).astype(np.int32),
+              tape_samples=rng.integers(0, V, (8, 1, L)).astype(np.int32),
+              tape_renoise=rng.integers(0, V, (8, 1, L)).astype(np.int32))
+
+    def run(gen):
+        events = []
+        out = gen(on_step=lambda e: events.append(("step", e["step"], e["argmax"].copy(), e["accepted"].copy())),
+                  on_canvas=lambda e: events.append(("canvas", e["canvas"], e["tokens"].copy())))
+        return out, events
+
+    ref, ref_ev = run(lambda **cb: _core.generate(cpu_m, prompts, seed=3, **kw, **cb))
+    out, ev = run(lambda **cb: _cuda.Session(gpu_m, 1, 12 + 2 * L).generate(prompts, seed=3, **kw, **cb))
+    assert len(ev) == len(ref_ev) and len(ev) == 2 * 4 + 2
+    for a, b in zip(ev, ref_ev):
+        assert a[:2] == b[:2]
+        for x, y in zip(a[2:], b[2:]):
+            np.testing.assert_array_equal(x, y)
+    stop = _cuda.Session(gpu_m, 1, 12 + 2 * L).generate(prompts, seed=3, on_step=lambda e: False, **kw)
+    assert stop["cancelled"] and stop["steps"] == [1]
+
+
+@gpu
+@needs_gpu
 def test_device_step_matches_cpu_sampler(converted):
     from diffrt._core import sampler
     from diffrt._cuda import Session

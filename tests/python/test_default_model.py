@@ -19,7 +19,7 @@ def model():
 def test_default_model_is_a_small_diffusion_gemma(model):
     cfg = model.config
     assert model.architecture == "diffusion-gemma"
-    assert cfg["n_vocab"] == 3072 and cfg["canvas_length"] == 32 and cfg["n_layer"] == 4
+    assert cfg["n_vocab"] == 6144 and cfg["canvas_length"] == 32 and cfg["n_layer"] == 4
     assert (MODELS / "default.gguf").stat().st_size <= 30 * 2**20  # the size budget
 
 
@@ -28,7 +28,7 @@ def test_default_model_generates_the_same_text_for_the_same_seed(model):
     b = model.generate("Tell me about Moses.", seed=7, max_new_tokens=32)
     assert a.tokens == b.tokens and a.text == b.text
     assert len(a.steps) == 1 and 1 <= a.steps[0] <= 48
-    assert all(0 <= t < 3072 for t in a.tokens)
+    assert all(0 <= t < 6144 for t in a.tokens)
 
 
 def test_shipped_modelfile_parses_and_creates_a_store_model(tmp_path, monkeypatch, capsys):

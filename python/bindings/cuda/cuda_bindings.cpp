@@ -23,6 +23,7 @@
 #include "models/diffusion_gemma.h"
 
 #include "../config_dict.h"
+#include "../generate_glue.h"
 #include "../ndarray_util.h"
 #include "../sampler_params.h"
 
@@ -248,7 +249,7 @@ void register_cuda_engine(nb::module_& m) {
              std::optional<double> confidence_threshold, std::optional<std::vector<int32_t>> eos_ids,
              std::optional<int32_t> pad_id, uint64_t seed, std::optional<I32Array3> tape_init,
              std::optional<I32Array3> tape_samples, std::optional<I32Array3> tape_renoise,
-             std::optional<bool> self_cond_bf16) {
+             std::optional<bool> self_cond_bf16, nb::object on_step, nb::object on_canvas) {
             const diffrt::dg::DiffusionGemma* host = s.model->host();
             if (!host) throw InvalidArgument("generate: needs a model loaded from a file");
             const diffrt::ModelConfig& cfg = host->config();
@@ -260,19 +261,15 @@ void register_cuda_engine(nb::module_& m) {
             opt.self_cond_bf16 = self_cond_bf16 ? *self_cond_bf16 : diffrt::default_self_cond_bf16(*host);
             const size_t B = prompts.size(), L = size_t(cfg.canvas_length);
             diffrt_py::set_tape(opt.tape, tape_init, tape_samples, tape_renoise, int(B), int(L));
+            diffrt_py::CallbackGuard guard;
+            diffrt_py::wire_callbacks(opt, guard, on_step, on_canvas);
             diffrt::GenerateResult r;
             {
               nb::gil_scoped_release nogil;
               r = diffrt::generate(*s.s, *host, prompts, p, opt);
             }
-            nb::dict d;
-            d["tokens"] = r.tokens;
-            d["steps"] = r.steps;
-            d["decoder_passes"] = r.decoder_passes;
-            d["denoise_s"] = r.denoise_s;
-            d["sampler_s"] = r.sampler_s;
-            d["total_s"] = r.total_s;
-            return d;
+            if (guard.failed) throw nb::python_error();
+            return diffrt_py::generate_result(r, p, int(L));
           },
           nb::arg("prompts"), nb::arg("max_new_tokens").none() = nb::none(), nb::arg("steps").none() = nb::none(),
           nb::arg("t_min").none() = nb::none(), nb::arg("t_max").none() = nb::none(),
@@ -280,7 +277,8 @@ void register_cuda_engine(nb::module_& m) {
           nb::arg("confidence_threshold").none() = nb::none(), nb::arg("eos_ids").none() = nb::none(),
           nb::arg("pad_id").none() = nb::none(), nb::arg("seed") = 0, nb::arg("tape_init").none() = nb::none(),
           nb::arg("tape_samples").none() = nb::none(), nb::arg("tape_renoise").none() = nb::none(),
-          nb::arg("self_cond_bf16").none() = nb::none(),
+          nb::arg("self_cond_bf16").none() = nb::none(), nb::arg("on_step") = nb::none(),
+          nb::arg("on_canvas") = nb::none(),
           "The C++ generation loop (runtime/generate.cpp) on this GPU session: passes on the GPU, sampler on the CPU.");
 
   register_cuda_kernels(m);
