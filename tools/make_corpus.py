@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import re
 import struct
 import zlib
@@ -120,12 +121,20 @@ def main(argv=None) -> None:
                 raise SystemExit(f"error: {module}/{part}.{ext} not found: is this a SWORD zText module?")
     out.mkdir(parents=True, exist_ok=True)
     n = chars = 0
-    with open(out / "train.jsonl", "w", encoding="utf-8") as tr, open(out / "heldout.jsonl", "w", encoding="utf-8") as ho:
-        for i, (title, text) in enumerate(paragraphs(module)):
-            (ho if i % HELDOUT_EVERY == HELDOUT_EVERY - 1 else tr).write(
-                json.dumps({"title": title, "text": text}, ensure_ascii=False) + "\n")
-            n += 1
-            chars += len(text)
+    tmp = {name: out / f".{name}.tmp" for name in ("train.jsonl", "heldout.jsonl")}
+    try:  # written aside and renamed at the end: a bad module leaves no half corpus behind
+        with open(tmp["train.jsonl"], "w", encoding="utf-8") as tr, open(tmp["heldout.jsonl"], "w", encoding="utf-8") as ho:
+            for i, (title, text) in enumerate(paragraphs(module)):
+                (ho if i % HELDOUT_EVERY == HELDOUT_EVERY - 1 else tr).write(
+                    json.dumps({"title": title, "text": text}, ensure_ascii=False) + "\n")
+                n += 1
+                chars += len(text)
+    except (zlib.error, struct.error, UnicodeDecodeError) as e:
+        for t in tmp.values():
+            t.unlink(missing_ok=True)
+        raise SystemExit(f"error: {module}: corrupt or truncated SWORD zText module ({e})") from None
+    for name, t in tmp.items():
+        os.replace(t, out / name)
     print(f"{n} paragraphs, {chars} characters -> {out}")
 
 
