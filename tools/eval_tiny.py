@@ -126,6 +126,30 @@ def chat_ids(tok, prompt: str) -> list[int]:
     return tok.encode(text, add_special_tokens=False).ids
 
 
+class AnswerStats:
+    """Word rate, judge NLL and repeated word 3-grams summed over generated answers."""
+
+    def __init__(self, model, tok, vocab_words: set[str] | None = None):
+        self.model, self.tok, self.vocab_words = model, tok, vocab_words or set()
+        self.words = self.known = self.grams = self.rep = 0
+        self.nll = self.n_tok = 0.0
+
+    def add(self, prompt_ids: list[int], answer_ids: list[int], text: str) -> None:
+        w = _words(text)
+        g3 = [tuple(w[j : j + 3]) for j in range(len(w) - 2)]
+        self.words += len(w)
+        self.known += sum(1 for x in w if x.lower() in self.vocab_words)
+        self.grams += len(g3)
+        self.rep += len(g3) - len(set(g3))
+        a, c = judge_nll(self.model, self.tok, prompt_ids, answer_ids + [tt.END_OF_TURN_ID])
+        self.nll += a
+        self.n_tok += c
+
+    def row(self) -> dict:
+        return dict(word_rate=self.known / max(1, self.words), judge_nll=self.nll / max(1, self.n_tok),
+                    rep3=self.rep / max(1, self.grams), words=self.words)
+
+
 def steps_quality(model, tok, corpus: Path, vocab_words: set[str], n_prompts: int, seed: int, steps_list=STEPS):
     import torch
 
@@ -139,8 +163,7 @@ def steps_quality(model, tok, corpus: Path, vocab_words: set[str], n_prompts: in
         ref_n += c
     rows, samples = [], {}
     for steps in steps_list:
-        words = known = rep = grams = 0
-        nll = n_tok = 0.0
+        stats = AnswerStats(model, tok, vocab_words)
         tpf = []
         for i, (prompt, _) in enumerate(pairs):
             p_ids = chat_ids(tok, prompt)
@@ -155,20 +178,10 @@ def steps_quality(model, tok, corpus: Path, vocab_words: set[str], n_prompts: in
             text = tok.decode(ans)
             if i < 3:
                 samples.setdefault(steps, []).append((prompt, text))
-            w = _words(text)
-            words += len(w)
-            known += sum(1 for x in w if x.lower() in vocab_words)
-            g3 = [tuple(w[j : j + 3]) for j in range(len(w) - 2)]
-            grams += len(g3)
-            rep += len(g3) - len(set(g3))
-            a, c = judge_nll(model, tok, p_ids, ans + [tt.END_OF_TURN_ID])
-            nll += a
-            n_tok += c
+            stats.add(p_ids, ans, text)
             if getattr(out, "tokens_per_forward", None) is not None:
                 tpf.append(float(torch.as_tensor(out.tokens_per_forward).float().mean()))
-        rows.append(dict(steps=steps, word_rate=known / max(1, words), judge_nll=nll / max(1, n_tok),
-                         rep3=rep / max(1, grams), tokens_per_forward=(sum(tpf) / len(tpf)) if tpf else None,
-                         words=words))
+        rows.append(dict(steps=steps, **stats.row(), tokens_per_forward=(sum(tpf) / len(tpf)) if tpf else None))
     return rows, dict(ref_judge_nll=ref_nll / ref_n), samples
 
 
@@ -182,26 +195,15 @@ def steps_quality_diffrt(model, tok, gguf: str, corpus: Path, vocab_words: set[s
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent / "python"))
     rows, samples = [], {}
     for steps in steps_list:
-        words = known = rep = grams = 0
-        nll = n_tok = 0.0
+        stats = AnswerStats(model, tok, vocab_words)
         for i, (prompt, _) in enumerate(pairs):
             cmd = [sys.executable, "-m", "diffrt.cli", "run", gguf, prompt, "--steps", str(steps),
                    "--seed", str(seed + i), "--threads", str(threads), "--max-new-tokens", "128"]
             text = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.strip()
             if i < 3:
                 samples.setdefault(steps, []).append((prompt, text))
-            w = _words(text)
-            words += len(w)
-            known += sum(1 for x in w if x.lower() in vocab_words)
-            g3 = [tuple(w[j : j + 3]) for j in range(len(w) - 2)]
-            grams += len(g3)
-            rep += len(g3) - len(set(g3))
-            a, c = judge_nll(model, tok, chat_ids(tok, prompt),
-                             tok.encode(text, add_special_tokens=False).ids + [tt.END_OF_TURN_ID])
-            nll += a
-            n_tok += c
-        rows.append(dict(steps=steps, word_rate=known / max(1, words), judge_nll=nll / max(1, n_tok),
-                         rep3=rep / max(1, grams), tokens_per_forward=None, words=words))
+            stats.add(chat_ids(tok, prompt), tok.encode(text, add_special_tokens=False).ids, text)
+        rows.append(dict(steps=steps, **stats.row(), tokens_per_forward=None))
     return rows, samples
 
 

@@ -67,20 +67,17 @@ def main(argv=None) -> None:
     for pair in args.temps.split():
         t_min, t_max = map(float, pair.split(","))
         for bound in map(float, args.bounds.split()):
-            judge = judge_n = bigram = rep = grams = words = 0.0
-            samples = []
+            stats, bigram, samples = ev.AnswerStats(model, tok), 0.0, []
             for i, (prompt, _) in enumerate(pairs):
                 r = engine.chat([{"role": "user", "content": prompt}], seed=args.seed + i, max_new_tokens=128,
                                 steps=48, t_min=t_min, t_max=t_max, entropy_bound=bound)
                 ids = tok.encode(r.text, add_special_tokens=False).ids
-                a, c = ev.judge_nll(model, tok, ev.chat_ids(tok, prompt), ids + [tt.END_OF_TURN_ID])
-                judge, judge_n, bigram = judge + a, judge_n + c, bigram + bigram_nll(ids)
-                w = ev._words(r.text)
-                g3 = [tuple(w[j : j + 3]) for j in range(len(w) - 2)]
-                words, grams, rep = words + len(w), grams + len(g3), rep + len(g3) - len(set(g3))
+                stats.add(ev.chat_ids(tok, prompt), ids, r.text)
+                bigram += bigram_nll(ids)
                 samples.append((prompt, r.text))
-            print(f"{t_min} | {t_max} | {bound} | {judge / judge_n:.3f} | {bigram / len(pairs):.3f} | "
-                  f"{rep / max(1, grams):.3f} | {words:.0f}", flush=True)
+            row = stats.row()
+            print(f"{t_min} | {t_max} | {bound} | {row['judge_nll']:.3f} | {bigram / len(pairs):.3f} | "
+                  f"{row['rep3']:.3f} | {row['words']}", flush=True)
             for p, t in samples[:2]:
                 print(f"    {p} -> {t[:240]!r}", flush=True)
 
