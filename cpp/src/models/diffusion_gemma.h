@@ -13,34 +13,21 @@
 #include "diffrt/model.h"
 #include "kernels/cpu/pack.h"
 #include "kernels/kernels.h"
+#include "models/diffusion_gemma_passes.h"
 
 namespace diffrt::dg {
 
 using kernels::Matrix;
 
-struct LayerWeights {
-  bool sliding = false;
-  int head_dim = 0, n_kv = 0;
-  Matrix q, k, v, o;                        // v: sliding layers only (full layers: V = raw K)
-  Matrix ffn_gate, ffn_up, ffn_down;        // dense MLP
-  Matrix router;                            // [E][H]
-  Matrix gate_up_exps, down_exps;           // [E*2I_e][H], [E*H][I_e]
-  const float *attn_norm, *q_norm, *k_norm, *post_attn_norm;
-  const float *ffn_norm, *post_ffw_norm_1, *pre_ffw_norm_2, *router_scale, *per_expert_scale;
-  const float *post_ffw_norm_2, *post_ffw_norm;
-  float enc_scalar = 1.f, dec_scalar = 1.f;  // layer_scalar of each stack (not tied)
-};
+using LayerWeights = Layer<Matrix>;
 
-// Activation buffers for up to max_tokens = batch * canvas_length tokens (the Session's arena).
-struct Workspace {
+// The CPU session's buffers: the activations of the passes plus the CPU kernels' scratch.
+struct Workspace : Activations {
   int max_tokens = 0;
-  float *x, *xn, *q, *k, *v, *attn, *h, *g, *u, *h1, *h2, *z, *scores, *w_topk;
-  int32_t *idx_topk, *pos;
+  float *z = nullptr, *scores = nullptr;  // router scratch
   kernels::MoeScratch moe;
-  float *att_scratch;
+  float* att_scratch = nullptr;
   int64_t att_scratch_per_thread = 0;
-  float *probs;   // [max_tokens][V] self-conditioning softmax
-  float *logits;  // [max_tokens][V]
 };
 
 // KV cache: per layer, per session row, K and V as [kv][cap][hd]. Full layers: cap = max_context
@@ -69,9 +56,10 @@ class DiffusionGemma final : public Model {
   int64_t packed_max_k() const { return packed_max_k_; }
 
   ThreadPool& pool() const { return *pool_; }
-  const std::vector<LayerWeights>& layers() const { return layers_; }
-  bool bf16_model() const { return bf16_; }  // model dtype bf16: embed scale / rope tables rounded
-  float embed_scale() const { return embed_scale_; }
+  const std::vector<LayerWeights>& layers() const { return w_.layers; }
+  const Weights<Matrix>& weights() const { return w_; }
+  bool bf16_model() const { return w_.bf16; }  // model dtype bf16: embed scale / rope tables rounded
+  float embed_scale() const { return w_.embed_scale; }
   int max_head_dim() const;
   int max_kv_width() const;  // max over layers of n_kv * head_dim
   int max_q_width() const;   // max over layers of n_head * head_dim
@@ -91,20 +79,12 @@ class DiffusionGemma final : public Model {
  private:
   void load_weights();
   void pack_weights(const std::string& requested);  // diffusion_gemma_pack.cpp
-  void layer_forward(Workspace& ws, KVCache& cache, int il, bool encoder, const float* rope_cos,
-                     const float* rope_sin, const int* rows, int n_rows, int S) const;
-  void embed(const int32_t* ids, int64_t n, float* out) const;
 
   std::unique_ptr<GGUFFile> file_;
   ModelConfig cfg_;
   std::unique_ptr<ThreadPool> pool_;
-  Matrix embd_, sc_gate_, sc_up_, sc_down_;
-  const float *output_norm_ = nullptr, *sc_pre_norm_ = nullptr;
-  std::vector<LayerWeights> layers_;
+  Weights<Matrix> w_;
   std::vector<std::vector<float>> vectors_;  // f32 copies of the small vectors
-  bool bf16_ = false;
-  float embed_scale_ = 1.f;
-  Matrix embd_kn_;                 // E [V][H] read as B[k = vocab][n = hidden] (self-conditioning)
   std::string compute_type_ = "f32";
   std::vector<std::unique_ptr<kernels::PackedMatrix[]>> packs_;  // owners of Matrix::packed
   int64_t packed_max_k_ = 0;

@@ -179,12 +179,12 @@ void DiffusionGemma::load_weights() {
     throw FormatError(f.path() + ": tensor 'token_embd.weight' has shape " + shape_str(te->ne) + ", expected [" +
                       std::to_string(H) + ", n_vocab]");
   cfg_.n_vocab = int(te->ne[1]);
-  embd_ = matrix(N::TENSOR_TOKEN_EMBD, {H, cfg_.n_vocab});
-  output_norm_ = vec(N::TENSOR_OUTPUT_NORM, H);
-  sc_pre_norm_ = vec(N::TENSOR_SELF_COND_PRE_NORM, H);
-  sc_gate_ = matrix(N::TENSOR_SELF_COND_GATE, {H, c.n_ff});
-  sc_up_ = matrix(N::TENSOR_SELF_COND_UP, {H, c.n_ff});
-  sc_down_ = matrix(N::TENSOR_SELF_COND_DOWN, {c.n_ff, H});
+  w_.embd = matrix(N::TENSOR_TOKEN_EMBD, {H, cfg_.n_vocab});
+  w_.output_norm = vec(N::TENSOR_OUTPUT_NORM, H);
+  w_.sc_pre_norm = vec(N::TENSOR_SELF_COND_PRE_NORM, H);
+  w_.sc_gate = matrix(N::TENSOR_SELF_COND_GATE, {H, c.n_ff});
+  w_.sc_up = matrix(N::TENSOR_SELF_COND_UP, {H, c.n_ff});
+  w_.sc_down = matrix(N::TENSOR_SELF_COND_DOWN, {c.n_ff, H});
 
   const int E = c.n_expert, I = c.n_ff, Ie = c.n_ff_exp, nh = c.n_head;
   for (int il = 0; il < c.n_layer; ++il) {
@@ -217,35 +217,35 @@ void DiffusionGemma::load_weights() {
     L.post_ffw_norm = vec(nm(N::TENSOR_POST_FFW_NORM), H);
     L.dec_scalar = vec(nm(N::TENSOR_LAYER_OUT_SCALE), 1)[0];
     L.enc_scalar = vec(nm(N::TENSOR_ENC_LAYER_OUT_SCALE), 1)[0];
-    layers_.push_back(L);
+    w_.layers.push_back(L);
   }
 
   // The model dtype decides roundings that transformers does in dt (spec §4): embed_scale and the
   // RoPE cos/sin tables. Norm vectors may be stored as F32 even in a bf16 file, so ask the embedding.
   std::string src = get_string_or(f, N::KEY_DIFFRT_SOURCE_DTYPE, "");
-  bf16_ = src.empty() ? embd_.type == GGMLType::BF16 : (src == "bfloat16" || src == "bf16");
-  embed_scale_ = std::sqrt(float(H));
-  if (bf16_) embed_scale_ = round_to_bf16(embed_scale_);
+  w_.bf16 = src.empty() ? w_.embd.type == GGMLType::BF16 : (src == "bfloat16" || src == "bf16");
+  w_.embed_scale = std::sqrt(float(H));
+  if (w_.bf16) w_.embed_scale = round_to_bf16(w_.embed_scale);
 }
 
 int DiffusionGemma::max_head_dim() const {
   int m = 0;
-  for (const auto& l : layers_) m = std::max(m, l.head_dim);
+  for (const auto& l : w_.layers) m = std::max(m, l.head_dim);
   return m;
 }
 int DiffusionGemma::max_kv_width() const {
   int m = 0;
-  for (const auto& l : layers_) m = std::max(m, l.n_kv * l.head_dim);
+  for (const auto& l : w_.layers) m = std::max(m, l.n_kv * l.head_dim);
   return m;
 }
 int DiffusionGemma::max_q_width() const { return cfg_.n_head * max_head_dim(); }
 
 void DiffusionGemma::rope_tables(bool sliding, int max_pos, float* cos, float* sin) const {
   int hd = 0;
-  for (const auto& l : layers_)
+  for (const auto& l : w_.layers)
     if (l.sliding == sliding) hd = l.head_dim;
   if (hd == 0) return;
-  dg::rope_tables(cfg_, sliding, hd, bf16_, max_pos, cos, sin);
+  dg::rope_tables(cfg_, sliding, hd, w_.bf16, max_pos, cos, sin);
 }
 
 }  // namespace diffrt::dg

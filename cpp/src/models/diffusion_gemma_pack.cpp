@@ -43,12 +43,12 @@ kernels::PackedMatrix pack(ThreadPool& pool, const Matrix& m, Form f) {
 }  // namespace
 
 void DiffusionGemma::pack_weights(const std::string& requested) {
-  embd_kn_ = embd_;
-  embd_kn_.n = cfg_.n_embd;
-  embd_kn_.k = cfg_.n_vocab;
-  embd_kn_.kn = true;
+  w_.embd_kn = w_.embd;
+  w_.embd_kn.n = cfg_.n_embd;
+  w_.embd_kn.k = cfg_.n_vocab;
+  w_.embd_kn.kn = true;
 
-  const GGMLType stored = layers_.empty() ? embd_.type : layers_[0].q.type;
+  const GGMLType stored = w_.layers.empty() ? w_.embd.type : w_.layers[0].q.type;
   std::string type = requested;
   if (type == "auto") {
     bool bf16_hw = kernels::packed_gemm_path(kernels::PackedMatrix::Kind::BF16) >= CpuPath::Avx512;
@@ -85,15 +85,15 @@ void DiffusionGemma::pack_weights(const std::string& requested) {
     packs_.push_back(std::move(arr));
   };
   const int E = cfg_.n_expert;
-  for (LayerWeights& L : layers_) {
+  for (LayerWeights& L : w_.layers) {
     for (Matrix* m : {&L.q, &L.k, &L.o, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) pack_into(*m, layer_form);
     if (L.sliding) pack_into(L.v, layer_form);
     pack_into(L.gate_up_exps, layer_form, E);
     pack_into(L.down_exps, layer_form, E);
   }
-  for (Matrix* m : {&sc_gate_, &sc_up_, &sc_down_}) pack_into(*m, layer_form);
-  pack_into(embd_, lm_head_form);
-  pack_into(embd_kn_, self_cond_form);
+  for (Matrix* m : {&w_.sc_gate, &w_.sc_up, &w_.sc_down}) pack_into(*m, layer_form);
+  pack_into(w_.embd, lm_head_form);
+  pack_into(w_.embd_kn, self_cond_form);
 }
 
 }  // namespace diffrt::dg

@@ -70,6 +70,16 @@ void upload_matrix(const kernels::Matrix& m, const DMatrix& d) {
   }
 }
 
+// E [V][H] read as B[k = vocab][n = hidden] (self-conditioning: probs · E).
+DMatrix kn_view(const DMatrix& e) {
+  DMatrix m = e;
+  m.n = e.k;
+  m.k = e.n;
+  m.ld = e.ld;
+  m.kn = true;
+  return m;
+}
+
 void upload_vector(const float* host, float* dev, int64_t n) {
   DIFFRT_CUDA_CHECK(cudaMemcpy(dev, host, sizeof(float) * size_t(n), cudaMemcpyHostToDevice));
 }
@@ -119,12 +129,12 @@ float* DeviceModel::new_vector(int64_t n) { return static_cast<float*>(alloc(siz
 
 int DeviceModel::max_head_dim() const {
   int m = 0;
-  for (const auto& l : layers) m = std::max(m, l.head_dim);
+  for (const auto& l : w.layers) m = std::max(m, l.head_dim);
   return m;
 }
 int DeviceModel::max_kv_width() const {
   int m = 0;
-  for (const auto& l : layers) m = std::max(m, l.n_kv * l.head_dim);
+  for (const auto& l : w.layers) m = std::max(m, l.n_kv * l.head_dim);
   return m;
 }
 
@@ -133,10 +143,10 @@ void DeviceModel::rope_tables(bool sliding, int max_pos, float* cos, float* sin)
   // Random models: the CPU model's formulas (its round_to_bf16 differs from round_bf16 above only
   // on inf/NaN, which cos/sin never give).
   int hd = 0;
-  for (const auto& l : layers)
+  for (const auto& l : w.layers)
     if (l.sliding == sliding) hd = l.head_dim;
   if (hd == 0) return;
-  dg::rope_tables(cfg_, sliding, hd, bf16_model_, max_pos, cos, sin);
+  dg::rope_tables(cfg_, sliding, hd, w.bf16, max_pos, cos, sin);
 }
 
 std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, const std::string& compute_type) {
@@ -149,8 +159,8 @@ std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, con
   std::shared_ptr<DeviceModel> m(new DeviceModel());
   m->cfg_ = host->config();
   m->compute_type_ = resolve(compute_type, f.tensor(N::TENSOR_TOKEN_EMBD).type == GGMLType::BF16);
-  m->bf16_model_ = host->bf16_model();
-  m->embed_scale_ = host->embed_scale();
+  m->w.bf16 = host->bf16_model();
+  m->w.embed_scale = host->embed_scale();
   m->host_ = host;
   const ModelConfig& c = m->cfg_;
   const int H = c.n_embd;
@@ -165,16 +175,17 @@ std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, con
     upload_vector(hv, d, n);
     return static_cast<const float*>(d);
   };
-  m->embd = mat(file_matrix(f, N::TENSOR_TOKEN_EMBD));
-  m->sc_gate = mat(file_matrix(f, N::TENSOR_SELF_COND_GATE));
-  m->sc_up = mat(file_matrix(f, N::TENSOR_SELF_COND_UP));
-  m->sc_down = mat(file_matrix(f, N::TENSOR_SELF_COND_DOWN));
+  m->w.embd = mat(file_matrix(f, N::TENSOR_TOKEN_EMBD));
+  m->w.embd_kn = kn_view(m->w.embd);
+  m->w.sc_gate = mat(file_matrix(f, N::TENSOR_SELF_COND_GATE));
+  m->w.sc_up = mat(file_matrix(f, N::TENSOR_SELF_COND_UP));
+  m->w.sc_down = mat(file_matrix(f, N::TENSOR_SELF_COND_DOWN));
   {
     std::vector<float> tmp(static_cast<size_t>(H));
     kernels::decode_row(file_matrix(f, N::TENSOR_OUTPUT_NORM), 0, 0, H, tmp.data());
-    m->output_norm = vec(tmp.data(), H);
+    m->w.output_norm = vec(tmp.data(), H);
     kernels::decode_row(file_matrix(f, N::TENSOR_SELF_COND_PRE_NORM), 0, 0, H, tmp.data());
-    m->sc_pre_norm = vec(tmp.data(), H);
+    m->w.sc_pre_norm = vec(tmp.data(), H);
   }
   const int E = c.n_expert;
   for (const dg::LayerWeights& L : host->layers()) {
@@ -191,7 +202,7 @@ std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, con
     d.ffn_down = mat(L.ffn_down);
     d.gate_up_exps = mat(L.gate_up_exps);
     d.down_exps = mat(L.down_exps);
-    d.router = static_cast<const float*>(mat(L.router, true).data);
+    d.router = mat(L.router, true);
     d.attn_norm = vec(L.attn_norm, H);
     d.q_norm = vec(L.q_norm, L.head_dim);
     d.k_norm = vec(L.k_norm, L.head_dim);
@@ -205,7 +216,7 @@ std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, con
     d.post_ffw_norm = vec(L.post_ffw_norm, H);
     d.enc_scalar = L.enc_scalar;
     d.dec_scalar = L.dec_scalar;
-    m->layers.push_back(d);
+    m->w.layers.push_back(d);
   }
   DIFFRT_CUDA_CHECK(cudaDeviceSynchronize());
   return m;
@@ -223,9 +234,9 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, const s
   std::shared_ptr<DeviceModel> m(new DeviceModel());
   m->cfg_ = cfg;
   m->compute_type_ = resolve(compute_type, true);
-  m->bf16_model_ = m->compute_type_ != "f32";  // random bf16 / int8 models stand for a bf16 checkpoint
-  m->embed_scale_ = std::sqrt(float(c.n_embd));
-  if (m->bf16_model_) m->embed_scale_ = round_bf16(m->embed_scale_);
+  m->w.bf16 = m->compute_type_ != "f32";  // random bf16 / int8 models stand for a bf16 checkpoint
+  m->w.embed_scale = std::sqrt(float(c.n_embd));
+  if (m->w.bf16) m->w.embed_scale = round_bf16(m->w.embed_scale);
   const int H = c.n_embd, I = c.n_ff, E = c.n_expert, Ie = c.n_ff_exp, nh = c.n_head;
   const float a = 0.02f * std::sqrt(3.0f);  // uniform(-a, a) has std 0.02
   uint64_t stream = seed * 0x9E3779B97F4A7C15ull;
@@ -240,12 +251,13 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, const s
     kc::fill_value(nullptr, d, n, 1.0f);
     return static_cast<const float*>(d);
   };
-  m->embd = mat(c.n_vocab, H);
-  m->sc_gate = mat(I, H);
-  m->sc_up = mat(I, H);
-  m->sc_down = mat(H, I);
-  m->output_norm = ones(H);
-  m->sc_pre_norm = ones(H);
+  m->w.embd = mat(c.n_vocab, H);
+  m->w.embd_kn = kn_view(m->w.embd);
+  m->w.sc_gate = mat(I, H);
+  m->w.sc_up = mat(I, H);
+  m->w.sc_down = mat(H, I);
+  m->w.output_norm = ones(H);
+  m->w.sc_pre_norm = ones(H);
   for (int il = 0; il < c.n_layer; ++il) {
     DLayer d;
     d.sliding = c.is_sliding[il] != 0;
@@ -261,7 +273,7 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, const s
     d.ffn_down = mat(H, I);
     d.gate_up_exps = mat(int64_t(E) * 2 * Ie, H);
     d.down_exps = mat(int64_t(E) * H, Ie);
-    d.router = static_cast<const float*>(mat(E, H, true).data);
+    d.router = mat(E, H, true);
     d.attn_norm = ones(H);
     d.q_norm = ones(hd);
     d.k_norm = ones(hd);
@@ -273,7 +285,7 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, const s
     d.per_expert_scale = ones(E);
     d.post_ffw_norm_2 = ones(H);
     d.post_ffw_norm = ones(H);
-    m->layers.push_back(d);
+    m->w.layers.push_back(d);
   }
   DIFFRT_CUDA_CHECK(cudaDeviceSynchronize());
   return m;

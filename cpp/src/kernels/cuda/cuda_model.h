@@ -3,9 +3,8 @@
 // values for benchmarking. Matrices are f32 (compute type "f32"), bf16 ("bf16") or int8 with a
 // scale per row ("int8"); norm vectors,
 // scalars and the router projection are always f32 (near-tied router scores must not flip).
-//
-// Duplication note: the layer table mirrors dg::LayerWeights with device pointers; unify once the
-// CPU model can describe weights independently of where they live.
+// The weight table is the CPU model's (dg::Weights, models/diffusion_gemma_passes.h) with device
+// matrices, so both backends run the same passes.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -14,6 +13,7 @@
 
 #include "diffrt/model.h"
 #include "kernels/cuda/kernels_cuda.h"
+#include "models/diffusion_gemma_passes.h"
 
 namespace diffrt::dg {
 class DiffusionGemma;
@@ -23,16 +23,7 @@ namespace diffrt::cuda {
 
 using kernels::cuda::DMatrix;
 
-struct DLayer {
-  bool sliding = false;
-  int head_dim = 0, n_kv = 0;
-  DMatrix q, k, v, o, ffn_gate, ffn_up, ffn_down, gate_up_exps, down_exps;  // v: sliding layers only
-  const float* router = nullptr;  // f32 [E][H]
-  const float *attn_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr, *post_attn_norm = nullptr;
-  const float *ffn_norm = nullptr, *post_ffw_norm_1 = nullptr, *pre_ffw_norm_2 = nullptr, *router_scale = nullptr;
-  const float *per_expert_scale = nullptr, *post_ffw_norm_2 = nullptr, *post_ffw_norm = nullptr;
-  float enc_scalar = 1.f, dec_scalar = 1.f;
-};
+using DLayer = dg::Layer<DMatrix>;
 
 class DeviceModel {
  public:
@@ -49,8 +40,8 @@ class DeviceModel {
   const ModelConfig& config() const { return cfg_; }
   const std::string& compute_type() const { return compute_type_; }
   bool tensor_cores() const { return compute_type_ != "f32"; }  // bf16 activations in the GEMMs
-  bool bf16_model() const { return bf16_model_; }                 // spec §4 roundings (embed scale, rope, probs)
-  float embed_scale() const { return embed_scale_; }
+  bool bf16_model() const { return w.bf16; }  // spec §4 roundings (embed scale, rope, probs)
+  float embed_scale() const { return w.embed_scale; }
   size_t weight_bytes() const { return bytes_; }
   int max_head_dim() const;
   int max_kv_width() const;
@@ -60,10 +51,7 @@ class DeviceModel {
   // Host RoPE tables [max_pos][hd/2] for one layer kind (spec §4.1).
   void rope_tables(bool sliding, int max_pos, float* cos, float* sin) const;
 
-  DMatrix embd;  // [V][H]
-  DMatrix sc_gate, sc_up, sc_down;
-  const float *output_norm = nullptr, *sc_pre_norm = nullptr;
-  std::vector<DLayer> layers;
+  dg::Weights<DMatrix> w;
 
  private:
   DeviceModel() = default;
@@ -73,8 +61,6 @@ class DeviceModel {
 
   ModelConfig cfg_;
   std::string compute_type_;
-  bool bf16_model_ = false;
-  float embed_scale_ = 1.f;
   size_t bytes_ = 0;
   std::vector<void*> allocs_;
   std::shared_ptr<const dg::DiffusionGemma> host_;  // file-backed models: rope tables from the CPU model

@@ -1,6 +1,5 @@
-// CUDA Session: buffers at creation, then the passes of spec §8 as kernel launches on one stream.
-// layer_forward() reads like DiffusionGemma::layer_forward (models/diffusion_gemma.cpp); keep the two
-// in step until the layer is shared between backends.
+// CUDA Session: buffers at creation, then the passes of models/diffusion_gemma_passes.h as kernel
+// launches on one stream (Ops below), and the device-resident denoising step.
 #include <algorithm>
 #include <string>
 
@@ -43,20 +42,20 @@ CudaSession::CudaSession(std::shared_ptr<const DeviceModel> model, int batch, in
   n_cached_.assign(size_t(batch), 0);
   try {
     DIFFRT_CUDA_CHECK(cudaStreamCreateWithFlags(&st_, cudaStreamNonBlocking));
-    x_ = take<float>(M * H);
-    xn_ = take<float>(M * H);
-    q_ = take<float>(M * qw);
-    k_ = take<float>(M * kvw);
-    v_ = take<float>(M * kvw);
-    attn_ = take<float>(M * qw);
-    h_ = take<float>(M * H);
-    g_ = take<float>(M * I);
-    u_ = take<float>(M * I);
-    h1_ = take<float>(M * H);
-    h2_ = take<float>(M * H);
-    w_topk_ = take<float>(M * K);
-    idx_topk_ = take<int32_t>(M * K);
-    pos_ = take<int32_t>(M);
+    a_.x = take<float>(M * H);
+    a_.xn = take<float>(M * H);
+    a_.q = take<float>(M * qw);
+    a_.k = take<float>(M * kvw);
+    a_.v = take<float>(M * kvw);
+    a_.attn = take<float>(M * qw);
+    a_.h = take<float>(M * H);
+    a_.g = take<float>(M * I);
+    a_.u = take<float>(M * I);
+    a_.h1 = take<float>(M * H);
+    a_.h2 = take<float>(M * H);
+    a_.w_topk = take<float>(M * K);
+    a_.idx_topk = take<int32_t>(M * K);
+    a_.pos = take<int32_t>(M);
     scores_ = take<float>(M * size_t(c.n_head) * max_keys_);
     const size_t slots = M * K;
     moe_.count = take<int32_t>(E);
@@ -68,11 +67,11 @@ CudaSession::CudaSession(std::shared_ptr<const DeviceModel> model, int batch, in
     moe_.xg = take<float>(slots * H);
     moe_.hg = take<float>(slots * 2 * Ie);
     moe_.yg = take<float>(slots * H);
-    probs_ = take<float>(M * V);
-    logits_ = take<float>(M * V);
+    a_.probs = take<float>(M * V);
+    a_.logits = take<float>(M * V);
     sc_ = take<float>(M * V);
     DIFFRT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_logits_), sizeof(float) * M * V));
-    const auto& layers = model_->layers;
+    const auto& layers = model_->w.layers;
     int64_t max_row = 0;
     int hd_of[2] = {0, 0};
     for (size_t il = 0; il < layers.size(); ++il) {
@@ -165,83 +164,92 @@ void CudaSession::reset_row(int row) {
   upload_n_cached();
 }
 
-// One layer (spec §7) over n_rows x S tokens in x_. d_rows: cache row of each pass row (device).
-void CudaSession::layer_forward(int il, bool encoder, const int* d_rows, int n_rows, int S) {
-  const DLayer& L = model_->layers[il];
-  const ModelConfig& c = model_->config();
-  const int H = c.n_embd, nh = c.n_head, hd = L.head_dim, kv = L.n_kv, W = c.sliding_window, I = c.n_ff;
-  const int qw = nh * hd, kvw = kv * hd;
-  const int64_t M = int64_t(n_rows) * S;
-  const float eps = c.rms_eps;
-  const bool tc = model_->tensor_cores();
-  const int kind = L.sliding ? 1 : 0;
+struct CudaSession::Ops {
+  using Mat = DMatrix;
+  CudaSession& s;
+  const ModelConfig& c;
+  cudaStream_t st;
+  bool tc;  // bf16 activations in the tensor-core GEMMs
 
-  // ---- attention (§5.1) ----
-  kc::rms_norm(st_, x_, H, M, H, L.attn_norm, eps, xn_, H);
-  kc::gemm(st_, xn_, H, M, L.q, q_, qw, tc);
-  kc::gemm(st_, xn_, H, M, L.k, k_, kvw, tc);
-  if (L.sliding)
-    kc::gemm(st_, xn_, H, M, L.v, v_, kvw, tc);
-  else  // full layers: V = raw K
-    DIFFRT_CUDA_CHECK(cudaMemcpyAsync(v_, k_, sizeof(float) * M * kvw, cudaMemcpyDeviceToDevice, st_));
-  kc::rms_norm(st_, q_, hd, M * nh, hd, L.q_norm, eps, q_, hd);
-  kc::rms_norm(st_, k_, hd, M * kv, hd, L.k_norm, eps, k_, hd);
-  kc::rms_norm(st_, v_, hd, M * kv, hd, nullptr, eps, v_, hd);
-  kc::rope(st_, q_, qw, M, nh, hd, pos_, rope_cos_[kind], rope_sin_[kind]);
-  kc::rope(st_, k_, kvw, M, kv, hd, pos_, rope_cos_[kind], rope_sin_[kind]);
-  kc::kv_append(st_, k_, v_, kvw, d_rows, d_n_cached_, n_rows, S, kv, hd, L.sliding, W, cap_[il], row_stride_[il],
-                kc_[il], vc_[il], d_n_keys_, d_key_pos0_, d_q_pos0_);
-  kc::AttentionArgs a;
-  a.n_rows = n_rows;
-  a.n_q = S;
-  a.n_head = nh;
-  a.n_kv_head = kv;
-  a.head_dim = hd;
-  a.q = q_;
-  a.ldq = qw;
-  a.k = kc_[il];
-  a.v = vc_[il];
-  a.kv_row_stride = row_stride_[il];
-  a.kv_head_stride = int64_t(cap_[il]) * hd;
-  a.kv_rows = d_rows;
-  a.n_keys = d_n_keys_;
-  a.key_pos0 = d_key_pos0_;
-  a.q_pos0 = d_q_pos0_;
-  a.causal = encoder;                       // §5.2; the decoder sees every key (§5.4)
-  a.window = encoder && L.sliding ? W : 0;  // p - W < k <= p
-  a.out = attn_;
-  a.ldo = qw;
-  a.scores = scores_;
-  a.max_keys = max_keys_;
-  kc::attention(st_, a);
-  if (encoder && L.sliding)  // the dynamic cache keeps the last W-1 entries
-    kc::kv_compact(st_, d_rows, d_n_cached_, n_rows, S, kv, hd, W, cap_[il], row_stride_[il], kc_[il], vc_[il],
-                   kv_tmp_);
-  kc::gemm(st_, attn_, qw, M, L.o, h_, H, tc);
-  kc::rms_norm(st_, h_, H, M, H, L.post_attn_norm, eps, h_, H);
-  kc::add(st_, x_, h_, M * H);  // x = x_in + post_attention_norm(h)
+  void gemm(const float* x, int64_t ldx, int64_t M, const DMatrix& w, float* y, int64_t ldy) {
+    kc::gemm(st, x, ldx, M, w, y, ldy, tc);
+  }
+  void rms_norm(const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps, float* y, int64_t ldy) {
+    kc::rms_norm(st, x, ldx, rows, n, w, eps, y, ldy);
+  }
+  void gelu_tanh_mul(const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int n, float* h,
+                     int64_t ldh) {
+    kc::gelu_tanh_mul(st, g, ldg, u, ldu, rows, n, h, ldh);
+  }
+  void copy(float* dst, const float* src, int64_t n) {
+    DIFFRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(float) * size_t(n), cudaMemcpyDeviceToDevice, st));
+  }
+  void add(float* x, const float* y, int64_t n) { kc::add(st, x, y, n); }
+  void add_scale(float* x, const float* y, int64_t n, float v) { kc::add_scale(st, x, y, n, v); }
+  void scale(float* x, int64_t n, float v) { kc::scale(st, x, n, v); }
+  void soft_cap(float* x, int64_t n, float cap) { kc::soft_cap(st, x, n, cap); }
+  void softmax_rows(const float* src, float* dst, int64_t ld, int64_t rows, int64_t n) {
+    kc::softmax_rows(st, src, dst, ld, rows, n);
+  }
+  void round_to_bf16(float* x, int64_t n) { kc::round_to_bf16(st, x, n); }
+  void embed(const DMatrix& E, const int32_t* ids, int64_t n, float v, float* out) { kc::embed(st, E, ids, n, v, out); }
+  void rope(float* x, int64_t ldx, int64_t tokens, int n_head, int hd, const int32_t* pos, bool sliding) {
+    kc::rope(st, x, ldx, tokens, n_head, hd, pos, s.rope_cos_[sliding], s.rope_sin_[sliding]);
+  }
+  void router_topk(const float* x, int64_t ldx, int64_t M, const DLayer& L, int32_t* idx, float* w) {
+    kc::router_topk(st, x, ldx, M, c.n_embd, L.router_scale, static_cast<const float*>(L.router.data), c.n_expert,
+                    L.per_expert_scale, c.n_expert_used, c.rms_eps, idx, w);
+  }
+  void grouped_experts(const float* x, int64_t ldx, int64_t M, const int32_t* idx, const float* w, const DLayer& L,
+                       float* out, int64_t ldo) {
+    kc::grouped_experts(st, x, ldx, M, c.n_embd, idx, w, c.n_expert_used, c.n_expert, c.n_ff_exp, L.gate_up_exps,
+                        L.down_exps, s.moe_, out, ldo, tc);
+  }
+  void positions(const int* rows, int n_rows, int S, int32_t* pos) {
+    kc::positions(st, rows, s.d_n_cached_, n_rows, S, pos);
+  }
+  bool dumping() const { return false; }
+  void dump(const std::string&, const float*, int64_t, int64_t) {}
 
-  // ---- dense MLP || MoE (§6) ----
-  kc::rms_norm(st_, x_, H, M, H, L.ffn_norm, eps, xn_, H);
-  kc::gemm(st_, xn_, H, M, L.ffn_gate, g_, I, tc);
-  kc::gemm(st_, xn_, H, M, L.ffn_up, u_, I, tc);
-  kc::gelu_tanh_mul(st_, g_, I, u_, I, M, I, g_, I);
-  kc::gemm(st_, g_, I, M, L.ffn_down, h1_, H, tc);
-  kc::rms_norm(st_, h1_, H, M, H, L.post_ffw_norm_1, eps, h1_, H);
-  kc::router_topk(st_, x_, H, M, H, L.router_scale, L.router, c.n_expert, L.per_expert_scale, c.n_expert_used, eps,
-                  idx_topk_, w_topk_);  // the router reads the residual x
-  kc::rms_norm(st_, x_, H, M, H, L.pre_ffw_norm_2, eps, xn_, H);
-  kc::grouped_experts(st_, xn_, H, M, H, idx_topk_, w_topk_, c.n_expert_used, c.n_expert, c.n_ff_exp, L.gate_up_exps,
-                      L.down_exps, moe_, h2_, H, tc);
-  kc::rms_norm(st_, h2_, H, M, H, L.post_ffw_norm_2, eps, h2_, H);
-  kc::add(st_, h1_, h2_, M * H);
-  kc::rms_norm(st_, h1_, H, M, H, L.post_ffw_norm, eps, h1_, H);
-  kc::add_scale(st_, x_, h1_, M * H, encoder ? L.enc_scalar : L.dec_scalar);  // each stack's layer_scalar
-}
+  // K/V of the new tokens after each row's held entries (also n_keys/key_pos0/q_pos0 per row),
+  // attention over them, then the encoder trims sliding caches to their last W-1 entries.
+  void attend(int il, const DLayer& L, bool encoder, const int* d_rows, int n_rows, int S, dg::Activations& a) {
+    const int nh = c.n_head, hd = L.head_dim, kv = L.n_kv, W = c.sliding_window;
+    const int qw = nh * hd, kvw = kv * hd;
+    kc::kv_append(st, a.k, a.v, kvw, d_rows, s.d_n_cached_, n_rows, S, kv, hd, L.sliding, W, s.cap_[il],
+                  s.row_stride_[il], s.kc_[il], s.vc_[il], s.d_n_keys_, s.d_key_pos0_, s.d_q_pos0_);
+    kc::AttentionArgs at;
+    at.n_rows = n_rows;
+    at.n_q = S;
+    at.n_head = nh;
+    at.n_kv_head = kv;
+    at.head_dim = hd;
+    at.q = a.q;
+    at.ldq = qw;
+    at.k = s.kc_[il];
+    at.v = s.vc_[il];
+    at.kv_row_stride = s.row_stride_[il];
+    at.kv_head_stride = int64_t(s.cap_[il]) * hd;
+    at.kv_rows = d_rows;
+    at.n_keys = s.d_n_keys_;
+    at.key_pos0 = s.d_key_pos0_;
+    at.q_pos0 = s.d_q_pos0_;
+    at.causal = encoder;                       // §5.2; the decoder sees every key (§5.4)
+    at.window = encoder && L.sliding ? W : 0;  // p - W < k <= p
+    at.out = a.attn;
+    at.ldo = qw;
+    at.scores = s.scores_;
+    at.max_keys = s.max_keys_;
+    kc::attention(st, at);
+    if (encoder && L.sliding)
+      kc::kv_compact(st, d_rows, s.d_n_cached_, n_rows, S, kv, hd, W, s.cap_[il], s.row_stride_[il], s.kc_[il],
+                     s.vc_[il], s.kv_tmp_);
+  }
+};
 
 void CudaSession::encode(const int32_t* ids, int n_rows, int T, const int* rows) {
   const ModelConfig& c = model_->config();
-  const int L = c.canvas_length, V = c.n_vocab, H = c.n_embd;
+  const int L = c.canvas_length, V = c.n_vocab;
   if (n_rows < 1 || n_rows > batch_)
     throw InvalidArgument("encode: " + std::to_string(n_rows) + " rows for a session of batch " + std::to_string(batch_));
   if (T < 0) throw InvalidArgument("encode: negative token count");
@@ -268,10 +276,8 @@ void CudaSession::encode(const int32_t* ids, int n_rows, int T, const int* rows)
     for (int r = 0; r < n_rows; ++r)
       std::copy(ids + int64_t(r) * T + t0, ids + int64_t(r) * T + t0 + S, chunk.data() + int64_t(r) * S);
     DIFFRT_CUDA_CHECK(cudaMemcpyAsync(tok_, chunk.data(), sizeof(int32_t) * n_rows * S, cudaMemcpyHostToDevice, st_));
-    kc::positions(st_, d_enc_rows_, d_n_cached_, n_rows, S, pos_);
-    kc::embed(st_, model_->embd, tok_, int64_t(n_rows) * S, model_->embed_scale(), x_);
-    (void)H;
-    for (int il = 0; il < c.n_layer; ++il) layer_forward(il, true, d_enc_rows_, n_rows, S);
+    Ops ops{*this, c, st_, model_->tensor_cores()};
+    dg::encode_pass(ops, c, model_->w, a_, tok_, d_enc_rows_, n_rows, S);
     sync();
     for (int r = 0; r < n_rows; ++r) n_cached_[row_list[r]] += S;
     upload_n_cached();
@@ -279,35 +285,8 @@ void CudaSession::encode(const int32_t* ids, int n_rows, int T, const int* rows)
 }
 
 void CudaSession::decoder_pass(bool self_cond) {
-  const ModelConfig& c = model_->config();
-  const int H = c.n_embd, V = c.n_vocab, I = c.n_ff, L = c.canvas_length;
-  const int64_t M = int64_t(batch_) * L;
-  const float eps = c.rms_eps;
-  const bool tc = model_->tensor_cores();
-  kc::positions(st_, d_rows_, d_n_cached_, batch_, L, pos_);
-  kc::embed(st_, model_->embd, canvas_, M, model_->embed_scale(), x_);  // e [M, H]
-  if (self_cond) {  // §8: soft = softmax(s) @ E * sqrt(H) -> pre_norm -> gated MLP, added to e
-    kc::softmax_rows(st_, sc_, probs_, V, M, V);
-    if (model_->bf16_model()) kc::round_to_bf16(st_, probs_, M * V);
-    DMatrix e_kn = model_->embd;  // E [V][H] read as B[k = vocab][n = hidden]
-    e_kn.n = H;
-    e_kn.k = V;
-    e_kn.ld = H;
-    e_kn.kn = true;
-    kc::gemm(st_, probs_, V, M, e_kn, h_, H, tc);
-    kc::scale(st_, h_, M * H, model_->embed_scale());
-    kc::rms_norm(st_, h_, H, M, H, model_->sc_pre_norm, eps, xn_, H);
-    kc::gemm(st_, xn_, H, M, model_->sc_gate, g_, I, tc);
-    kc::gemm(st_, xn_, H, M, model_->sc_up, u_, I, tc);
-    kc::gelu_tanh_mul(st_, g_, I, u_, I, M, I, g_, I);
-    kc::gemm(st_, g_, I, M, model_->sc_down, h_, H, tc);
-    kc::add(st_, x_, h_, M * H);
-  }
-  kc::rms_norm(st_, x_, H, M, H, nullptr, eps, x_, H);  // self_conditioning.post_norm
-  for (int il = 0; il < c.n_layer; ++il) layer_forward(il, false, d_rows_, batch_, L);
-  kc::rms_norm(st_, x_, H, M, H, model_->output_norm, eps, xn_, H);  // decoder.norm
-  kc::gemm(st_, xn_, H, M, model_->embd, logits_, V, tc);           // tied LM head
-  kc::soft_cap(st_, logits_, M * V, c.final_logit_softcapping);
+  Ops ops{*this, model_->config(), st_, model_->tensor_cores()};
+  dg::denoise_pass(ops, model_->config(), model_->w, a_, canvas_, self_cond ? sc_ : nullptr, d_rows_, batch_);
 }
 
 const float* CudaSession::denoise(const int32_t* canvas, const float* self_cond) {
@@ -327,7 +306,7 @@ const float* CudaSession::denoise(const int32_t* canvas, const float* self_cond)
   if (self_cond)
     DIFFRT_CUDA_CHECK(cudaMemcpyAsync(sc_, self_cond, sizeof(float) * M * V, cudaMemcpyHostToDevice, st_));
   decoder_pass(self_cond != nullptr);
-  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_logits_, logits_, sizeof(float) * M * V, cudaMemcpyDeviceToHost, st_));
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_logits_, a_.logits, sizeof(float) * M * V, cudaMemcpyDeviceToHost, st_));
   sync();
   return h_logits_;
 }
@@ -357,7 +336,7 @@ void CudaSession::launch_step(const StepParams& p) {
   const int L = c.canvas_length, V = c.n_vocab;
   const int64_t M = int64_t(batch_) * L;
   decoder_pass(p.self_cond);
-  kc::token_stats(st_, logits_, sc_, M, V, L, temp_, step_info_, p.seed, true, p.round_sc_bf16, nullptr, amax_, H_,
+  kc::token_stats(st_, a_.logits, sc_, M, V, L, temp_, step_info_, p.seed, true, p.round_sc_bf16, nullptr, amax_, H_,
                   sampled_);
   kc::accept_renoise(st_, H_, sampled_, batch_, L, V, p.entropy_bound, step_info_, p.seed, nullptr, nullptr,
                      accepted_, canvas_, mean_H_);
@@ -424,7 +403,7 @@ void CudaSession::read_step(int32_t* canvas, int32_t* argmax, float* entropy, ui
   get(entropy, H_, sizeof(float) * M);
   get(accepted, accepted_, M);
   get(sampled, sampled_, sizeof(int32_t) * M);
-  get(logits, logits_, sizeof(float) * M * c.n_vocab);
+  get(logits, a_.logits, sizeof(float) * M * c.n_vocab);
   sync();
 }
 

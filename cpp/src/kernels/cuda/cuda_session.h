@@ -60,8 +60,8 @@ class CudaSession final : public Session {
  private:
   template <class T>
   T* take(size_t n);
+  struct Ops;  // the op set of models/diffusion_gemma_passes.h on this session's buffers
   void decoder_pass(bool self_cond);
-  void layer_forward(int il, bool encoder, const int* d_rows, int n_rows, int S);
   void launch_step(const StepParams& p);
   void upload_n_cached();
   void sync();
@@ -73,11 +73,10 @@ class CudaSession final : public Session {
   size_t bytes_ = 0;
   std::vector<int> n_cached_;  // host mirror of d_n_cached_
 
-  // activations [M = batch * L][width]
-  float *x_, *xn_, *q_, *k_, *v_, *attn_, *h_, *g_, *u_, *h1_, *h2_, *w_topk_, *scores_;
-  int32_t *idx_topk_, *pos_;
+  dg::Activations a_;  // [M = batch * L][width]
+  float* scores_;      // attention scores
   kernels::cuda::MoeScratch moe_;
-  float *probs_, *logits_, *sc_;  // [M][V]: self-cond softmax, logits, processed logits (next self-cond)
+  float* sc_;          // [M][V] processed logits of the last step (the next self-conditioning)
   float* h_logits_ = nullptr;     // pinned host copy of the logits
   std::vector<float*> kc_, vc_;   // per layer, [batch][kv][cap][hd]
   std::vector<int> cap_;

@@ -1,0 +1,154 @@
+// DiffusionGemma's forward passes (spec §5-8), written once against a backend's op set and
+// instantiated for the CPU (models/diffusion_gemma.cpp) and CUDA (kernels/cuda/cuda_session.cu).
+// Token m of a pass is (row r = m / S, offset s = m % S); every activation is [M = n_rows * S][width].
+//
+// An Ops type provides, on its own device and scratch (nothing allocates):
+//   using Mat;                                         weight matrix type (kernels::Matrix, cuda DMatrix)
+//   gemm(x, ldx, M, w, y, ldy), rms_norm(x, ldx, rows, n, w, eps, y, ldy), gelu_tanh_mul(...),
+//   copy(dst, src, n), add(x, y, n), add_scale(x, y, n, s), scale(x, n, s), soft_cap(x, n, cap),
+//   softmax_rows(src, dst, ld, rows, n), round_to_bf16(x, n), embed(E, ids, n, scale, out),
+//   rope(x, ldx, tokens, n_head, hd, pos, sliding), router_topk(x, ldx, M, layer, idx, w),
+//   grouped_experts(x, ldx, M, idx, w, layer, out, ldo),
+//   positions(rows, n_rows, S, pos)                    pos[r*S+s] = cached length of row + s
+//   attend(il, layer, encoder, rows, n_rows, S, acts)  append the new K/V after what each row holds,
+//                                                      attention into acts.attn, trim sliding caches
+//   dumping(), dump(name, data, rows, cols)            parity dumps (a backend may ignore them)
+// `rows` is the backend's list of cache rows of the pass rows, opaque here (host or device).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "diffrt/model.h"
+
+namespace diffrt::dg {
+
+template <class Mat>
+struct Layer {
+  bool sliding = false;
+  int head_dim = 0, n_kv = 0;
+  Mat q, k, v, o;                         // v: sliding layers only (full layers: V = raw K)
+  Mat ffn_gate, ffn_up, ffn_down;         // dense MLP
+  Mat router;                             // [E][H], always f32 (near-tied scores must not flip)
+  Mat gate_up_exps, down_exps;            // [E*2I_e][H], [E*H][I_e]
+  const float *attn_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr, *post_attn_norm = nullptr;
+  const float *ffn_norm = nullptr, *post_ffw_norm_1 = nullptr, *pre_ffw_norm_2 = nullptr;
+  const float *router_scale = nullptr, *per_expert_scale = nullptr;
+  const float *post_ffw_norm_2 = nullptr, *post_ffw_norm = nullptr;
+  float enc_scalar = 1.f, dec_scalar = 1.f;  // layer_scalar of each stack (not tied)
+};
+
+template <class Mat>
+struct Weights {
+  Mat embd;                       // E [V][H], also the tied LM head
+  Mat embd_kn;                    // E read as B[k = vocab][n = hidden] (self-conditioning)
+  Mat sc_gate, sc_up, sc_down;    // self-conditioning MLP
+  const float *output_norm = nullptr, *sc_pre_norm = nullptr;
+  std::vector<Layer<Mat>> layers;
+  float embed_scale = 1.f;        // sqrt(H), rounded to bf16 for a bf16 checkpoint
+  bool bf16 = false;              // model dtype bf16: the self-conditioning softmax is rounded too
+};
+
+// Activation buffers for up to batch * canvas_length tokens, on the backend's device.
+struct Activations {
+  float *x = nullptr, *xn = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr;
+  float *h = nullptr, *g = nullptr, *u = nullptr, *h1 = nullptr, *h2 = nullptr, *w_topk = nullptr;
+  int32_t *idx_topk = nullptr, *pos = nullptr;
+  float* probs = nullptr;   // [M][V] self-conditioning softmax
+  float* logits = nullptr;  // [M][V]
+};
+
+// One layer (§7) over n_rows x S tokens in a.x. Encoder: causal (+ window on sliding layers).
+// Decoder: no mask, and the cache's logical contents do not change.
+template <class Ops>
+void layer_forward(Ops& ops, const ModelConfig& c, const Layer<typename Ops::Mat>& L, int il, bool encoder,
+                   Activations& a, const int* rows, int n_rows, int S) {
+  const int H = c.n_embd, nh = c.n_head, hd = L.head_dim, kv = L.n_kv, I = c.n_ff;
+  const int qw = nh * hd, kvw = kv * hd;
+  const int64_t M = int64_t(n_rows) * S;
+  const float eps = c.rms_eps;
+
+  // ---- attention (§5.1) ----
+  ops.rms_norm(a.x, H, M, H, L.attn_norm, eps, a.xn, H);  // xn [M, H]
+  ops.gemm(a.xn, H, M, L.q, a.q, qw);                      // q  [M, nh*hd]
+  ops.gemm(a.xn, H, M, L.k, a.k, kvw);                     // k  [M, kv*hd] (raw)
+  if (L.sliding)
+    ops.gemm(a.xn, H, M, L.v, a.v, kvw);                   // v  [M, kv*hd]
+  else
+    ops.copy(a.v, a.k, M * kvw);                           // full layers: V = raw K
+  ops.rms_norm(a.q, hd, M * nh, hd, L.q_norm, eps, a.q, hd);
+  ops.rms_norm(a.k, hd, M * kv, hd, L.k_norm, eps, a.k, hd);
+  ops.rms_norm(a.v, hd, M * kv, hd, nullptr, eps, a.v, hd);  // v_norm: no scale
+  ops.rope(a.q, qw, M, nh, hd, a.pos, L.sliding);
+  ops.rope(a.k, kvw, M, kv, hd, a.pos, L.sliding);
+  ops.attend(il, L, encoder, rows, n_rows, S, a);          // attn [M, nh*hd] (§5.2; decoder §5.4)
+  ops.gemm(a.attn, qw, M, L.o, a.h, H);                    // h [M, H]
+  ops.rms_norm(a.h, H, M, H, L.post_attn_norm, eps, a.h, H);
+  ops.add(a.x, a.h, M * H);                                // x = x_in + post_attention_norm(h)
+
+  // ---- dense MLP || MoE (§6) ----
+  ops.rms_norm(a.x, H, M, H, L.ffn_norm, eps, a.xn, H);   // pre_feedforward_layernorm(x)
+  ops.gemm(a.xn, H, M, L.ffn_gate, a.g, I);                // g [M, I]
+  ops.gemm(a.xn, H, M, L.ffn_up, a.u, I);                  // u [M, I]
+  ops.gelu_tanh_mul(a.g, I, a.u, I, M, I, a.g, I);
+  ops.gemm(a.g, I, M, L.ffn_down, a.h1, H);                // h1 [M, H]
+  ops.rms_norm(a.h1, H, M, H, L.post_ffw_norm_1, eps, a.h1, H);
+  ops.router_topk(a.x, H, M, L, a.idx_topk, a.w_topk);    // the router reads the residual x
+  ops.rms_norm(a.x, H, M, H, L.pre_ffw_norm_2, eps, a.xn, H);  // xe
+  ops.grouped_experts(a.xn, H, M, a.idx_topk, a.w_topk, L, a.h2, H);  // moe [M, H]
+  ops.rms_norm(a.h2, H, M, H, L.post_ffw_norm_2, eps, a.h2, H);
+  ops.add(a.h1, a.h2, M * H);
+  ops.rms_norm(a.h1, H, M, H, L.post_ffw_norm, eps, a.h1, H);
+  ops.add_scale(a.x, a.h1, M * H, encoder ? L.enc_scalar : L.dec_scalar);  // each stack's own scalar
+}
+
+// Encoder pass over S new tokens of each of n_rows rows (ids [n_rows][S]) at positions
+// cached(row)...; appends their K/V. The caller then advances the rows' cached lengths by S.
+template <class Ops>
+void encode_pass(Ops& ops, const ModelConfig& c, const Weights<typename Ops::Mat>& w, Activations& a,
+                 const int32_t* ids, const int* rows, int n_rows, int S) {
+  const int H = c.n_embd;
+  const int64_t M = int64_t(n_rows) * S;
+  ops.positions(rows, n_rows, S, a.pos);
+  ops.embed(w.embd, ids, M, w.embed_scale, a.x);  // x [M, H]
+  if (ops.dumping()) ops.dump("enc.embed", a.x, M, H);
+  for (int il = 0; il < c.n_layer; ++il) {
+    layer_forward(ops, c, w.layers[il], il, true, a, rows, n_rows, S);
+    if (ops.dumping()) ops.dump("enc.layer" + std::to_string(il) + ".out", a.x, M, H);
+  }
+}
+
+// Decoder pass (one denoising step) over the canvas [n_rows][L]; self_cond [n_rows][L][V] (the
+// previous step's processed logits) or nullptr. Writes soft-capped logits [n_rows][L][V] to a.logits.
+template <class Ops>
+void denoise_pass(Ops& ops, const ModelConfig& c, const Weights<typename Ops::Mat>& w, Activations& a,
+                  const int32_t* canvas, const float* self_cond, const int* rows, int n_rows) {
+  const int H = c.n_embd, V = c.n_vocab, I = c.n_ff, Lc = c.canvas_length;
+  const int64_t M = int64_t(n_rows) * Lc;
+  const float eps = c.rms_eps;
+  ops.positions(rows, n_rows, Lc, a.pos);
+  ops.embed(w.embd, canvas, M, w.embed_scale, a.x);  // e [M, H]
+  if (self_cond) {  // §8: soft = softmax(s) @ E * sqrt(H) -> pre_norm -> gated MLP, added to e
+    ops.softmax_rows(self_cond, a.probs, V, M, V);  // probs [M, V]
+    if (w.bf16) ops.round_to_bf16(a.probs, M * V);
+    ops.gemm(a.probs, V, M, w.embd_kn, a.h, H);     // soft [M, H] = probs · E
+    ops.scale(a.h, M * H, w.embed_scale);
+    ops.rms_norm(a.h, H, M, H, w.sc_pre_norm, eps, a.xn, H);
+    ops.gemm(a.xn, H, M, w.sc_gate, a.g, I);
+    ops.gemm(a.xn, H, M, w.sc_up, a.u, I);
+    ops.gelu_tanh_mul(a.g, I, a.u, I, M, I, a.g, I);
+    ops.gemm(a.g, I, M, w.sc_down, a.h, H);         // sc [M, H]
+    ops.add(a.x, a.h, M * H);
+  }
+  ops.rms_norm(a.x, H, M, H, nullptr, eps, a.x, H);  // self_conditioning.post_norm: decoder input
+  if (ops.dumping()) ops.dump("dec.input", a.x, M, H);
+  for (int il = 0; il < c.n_layer; ++il) {
+    layer_forward(ops, c, w.layers[il], il, false, a, rows, n_rows, Lc);
+    if (ops.dumping()) ops.dump("dec.layer" + std::to_string(il) + ".out", a.x, M, H);
+  }
+  ops.rms_norm(a.x, H, M, H, w.output_norm, eps, a.xn, H);  // decoder.norm
+  if (ops.dumping()) ops.dump("dec.norm", a.xn, M, H);
+  ops.gemm(a.xn, H, M, w.embd, a.logits, V);  // tied LM head: logits [M, V]
+  ops.soft_cap(a.logits, M * V, c.final_logit_softcapping);
+}
+
+}  // namespace diffrt::dg
