@@ -26,11 +26,9 @@ struct PyBatchEngine {
 
 PyBatchEngine* make_engine(const PyModel& pm, int slots, int max_context, std::optional<bool> self_cond_bf16) {
   if (!pm.model) throw diffrt::InvalidArgument("BatchEngine: no model");
-  diffrt::ThreadPool* pool = nullptr;  // the model's own pool is idle while the sampler runs
-  if (auto* dgm = dynamic_cast<const diffrt::dg::DiffusionGemma*>(pm.model.get())) pool = &dgm->pool();
   const bool bf16 = self_cond_bf16 ? *self_cond_bf16 : diffrt::default_self_cond_bf16(*pm.model);
   auto* e = new PyBatchEngine{pm.model, nullptr};
-  e->engine = std::make_unique<diffrt::BatchEngine>(pm.model, slots, max_context, pool, bf16);
+  e->engine = std::make_unique<diffrt::BatchEngine>(pm.model, slots, max_context, bf16);
   return e;
 }
 

@@ -27,7 +27,7 @@ nb::dict run_generate(const PyModel& pm, const std::vector<std::vector<int32_t>>
                       std::optional<int> stability_threshold, std::optional<double> confidence_threshold,
                       std::optional<std::vector<int32_t>> eos_ids, std::optional<int32_t> pad_id, uint64_t seed,
                       std::optional<I32Array> tape_init, std::optional<I32Array> tape_samples,
-                      std::optional<I32Array> tape_renoise, int threads, std::optional<bool> self_cond_bf16,
+                      std::optional<I32Array> tape_renoise, std::optional<bool> self_cond_bf16,
                       nb::object on_step, nb::object on_canvas) {
   const std::shared_ptr<diffrt::Model>& model = pm.model;
   if (!model) throw diffrt::InvalidArgument("generate: no model");
@@ -37,10 +37,6 @@ nb::dict run_generate(const PyModel& pm, const std::vector<std::vector<int32_t>>
                                 confidence_threshold, eos_ids, pad_id, seed);
 
   diffrt::GenerateOptions opt;
-  opt.threads = threads;
-  // The model's own pool is idle while the sampler runs (passes and sampling alternate).
-  if (threads == 0)
-    if (auto* dgm = dynamic_cast<const diffrt::dg::DiffusionGemma*>(model.get())) opt.pool = &dgm->pool();
   opt.self_cond_bf16 = self_cond_bf16 ? *self_cond_bf16 : diffrt::default_self_cond_bf16(*model);
   const int B = int(prompts.size()), L = cfg.canvas_length;
   diffrt_py::set_tape(opt.tape, tape_init, tape_samples, tape_renoise, B, L);
@@ -66,7 +62,7 @@ void register_generate(nb::module_& m) {
         nb::arg("entropy_bound") = nb::none(), nb::arg("stability_threshold") = nb::none(),
         nb::arg("confidence_threshold") = nb::none(), nb::arg("eos_ids") = nb::none(),
         nb::arg("pad_id") = nb::none(), nb::arg("seed") = 0, nb::arg("tape_init") = nb::none(),
-        nb::arg("tape_samples") = nb::none(), nb::arg("tape_renoise") = nb::none(), nb::arg("threads") = 0,
+        nb::arg("tape_samples") = nb::none(), nb::arg("tape_renoise") = nb::none(),
         nb::arg("self_cond_bf16") = nb::none(), nb::arg("on_step") = nb::none(), nb::arg("on_canvas") = nb::none(),
         "Run the block-diffusion generation loop (spec §10.2) for a batch of prompts; returns a dict.");
 }

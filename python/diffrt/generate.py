@@ -268,7 +268,6 @@ class Generator:
             tape_init=init,
             tape_samples=samples,
             tape_renoise=renoise,
-            threads=0,
             on_step=step_cb,
             on_canvas=canvas_cb,
         )

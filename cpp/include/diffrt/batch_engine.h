@@ -11,8 +11,8 @@
 //  - tick(): one denoising step of every active slot (rows at their own canvas/step). A row whose
 //    own stopping rule fires, or which reaches its own step budget, commits its canvas; it starts
 //    its next canvas on the next tick, or frees its slot when done (EOS seen or max_new_tokens).
-//    Rows at the first step of a canvas get no self-conditioning while the others do: when both
-//    kinds are present the tick runs two decoder passes (the Session takes one self_cond for all).
+//    Rows at the first step of a canvas get no self-conditioning while the others do (one pass:
+//    the Session's step takes it per row).
 //  - Requests take the lowest free slot and the decoder pass covers rows 0..(last active row), so
 //    free slots at the end cost nothing (free slots in between are computed and ignored).
 //  - Events of a tick are kept in events() until the next tick; their token pointers point into
@@ -29,8 +29,6 @@
 #include "diffrt/session.h"
 
 namespace diffrt {
-
-class ThreadPool;
 
 struct BatchRequest {
   std::vector<int32_t> prompt;
@@ -52,9 +50,11 @@ struct BatchEvent {
 
 class BatchEngine {
  public:
-  // pool: where the sampler's parallel-for runs (nullptr: the engine starts its own).
-  BatchEngine(std::shared_ptr<const Model> model, int slots, int max_context, ThreadPool* pool,
-              bool self_cond_bf16);
+  // A session of `slots` rows on the model's own backend (Session::create).
+  BatchEngine(std::shared_ptr<const Model> model, int slots, int max_context, bool self_cond_bf16);
+  // The slots are the rows of `session` (any backend: a CUDA session steps on the GPU); `model`
+  // gives the configuration.
+  BatchEngine(std::shared_ptr<const Model> model, std::unique_ptr<Session> session, bool self_cond_bf16);
   ~BatchEngine();
 
   int64_t submit(BatchRequest req);  // returns the request id (> 0)
@@ -72,23 +72,21 @@ class BatchEngine {
   void admit(int r, BatchRequest&& req, int64_t id);
   void start_canvas(int r);
   void finish(int r, bool cancelled);
+  static std::unique_ptr<Session> make_session(const std::shared_ptr<const Model>& model, int slots,
+                                               int max_context);
 
   std::shared_ptr<const Model> model_;
   std::unique_ptr<Session> S_;
   int B_, L_, V_, max_context_;
   bool self_cond_bf16_;
-  std::unique_ptr<ThreadPool> own_pool_;
-  ThreadPool* pool_;
   std::vector<Slot> slot_;
   std::deque<std::pair<int64_t, BatchRequest>> queue_;
   std::vector<int64_t> cancel_;  // ids to cancel at the next tick
   int64_t next_id_ = 1;
-  // per-tick buffers [B, L] / [B, L, V], allocated once
-  std::vector<int32_t> canvas_, amax_, new_amax_, sampled_, commit_, draft_;
-  std::vector<uint8_t> accepted_;
-  std::vector<float> H_, T_;
-  std::vector<int> order_, enc_rows_;
-  std::unique_ptr<float[]> sc_;
+  // per-tick buffers, allocated once: [B, L] (init_: [L])
+  std::vector<int32_t> commit_, draft_, init_;
+  std::vector<RowStep> rows_;
+  std::vector<int> enc_rows_;
   std::vector<BatchEvent> events_;
 };
 

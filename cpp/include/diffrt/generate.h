@@ -27,8 +27,6 @@
 
 namespace diffrt {
 
-class ThreadPool;
-
 struct StepEvent {
   int canvas;              // canvas index (0-based)
   int step;                // executed step within the canvas (0-based)
@@ -53,10 +51,6 @@ using StepCallback = std::function<bool(const StepEvent&)>;   // return false to
 using CanvasCallback = std::function<bool(const CanvasEvent&)>;
 
 struct GenerateOptions {
-  // The sampler's parallel-for over positions runs on `pool` (e.g. the model's own pool, idle
-  // between passes); without one, generate() starts a pool of `threads` (0: all cores).
-  ThreadPool* pool = nullptr;
-  int threads = 0;
   // dtype the self-conditioning logits are rounded to (transformers casts them to the embedding
   // dtype): true for a bf16 model. Resolved from the file by default_self_cond_bf16().
   bool self_cond_bf16 = false;

@@ -9,6 +9,8 @@
 //    n_cached(row) .. n_cached(row)+L-1, reading the cache without writing it. self_cond is the
 //    previous step's processed logits [B, L, V] (f32) or nullptr. Returns a pointer to the session's
 //    own logits buffer [B, L, V] (f32, soft-capped), valid until the next call.
+//  - step() runs a whole denoising step where the session lives (the CUDA session never copies the
+//    [B, L, V] logits to the host); the generation loops (generate.h, batch_engine.h) drive it.
 //  - Errors: InvalidArgument for bad shapes/ids/context overflow; the session is unchanged then.
 //  - Not thread-safe: one caller at a time (the kernels themselves use the model's thread pool).
 #pragma once
@@ -18,6 +20,28 @@
 #include "diffrt/model.h"
 
 namespace diffrt {
+
+// One row's part of a denoising step. Its draws are addressed by (seed, canvas, step, key, position).
+struct RowStep {
+  bool active = false;       // false: the row is left as it is
+  bool self_cond = false;    // condition on the row's previous processed logits (not at a canvas's first step)
+  float temperature = 1.0f;
+  double entropy_bound = 0.1;
+  uint64_t seed = 0;
+  int canvas = 0, step = 0, key = 0;
+  const int32_t* tape_samples = nullptr;  // [L] recorded draws instead of the generator (both or neither)
+  const int32_t* tape_renoise = nullptr;  // [L]
+};
+
+// Host views of the session's step state, valid until its next call: canvas, argmax and accepted
+// are [batch, L], mean_entropy [batch]; pass_s / sample_s time the last step's two halves.
+struct StepView {
+  const int32_t* canvas = nullptr;
+  const int32_t* argmax = nullptr;
+  const uint8_t* accepted = nullptr;
+  const float* mean_entropy = nullptr;
+  double pass_s = 0, sample_s = 0;
+};
 
 class Session {
  public:
@@ -32,13 +56,16 @@ class Session {
   virtual void encode(const int32_t* ids, int n_rows, int T, const int* rows = nullptr) = 0;
   // canvas: [batch, L]; self_cond: [batch, L, V] or nullptr. Returns logits [batch, L, V].
   virtual const float* denoise(const int32_t* canvas, const float* self_cond) = 0;
-  // denoise() over rows 0..n_rows-1 only (a batch engine with free slots at the end); the logits of
-  // the other rows are unspecified. canvas/self_cond keep the full [batch, ...] layout. The default
-  // runs every row.
-  virtual const float* denoise_rows(const int32_t* canvas, const float* self_cond, int n_rows) {
-    (void)n_rows;
-    return denoise(canvas, self_cond);
-  }
+
+  // ---- the denoising step: decoder pass + sampler on the session's own canvas buffers ----
+  // A new canvas in `row`: its canvas and argmax become tokens [L] (ids checked).
+  virtual void start_canvas(int row, const int32_t* tokens) = 0;
+  // One step over rows[0..batch): a decoder pass over the canvases (self-conditioned per row), then
+  // for each active row: pl = logits / T, argmax, entropy, a draw from the row's stream (or its
+  // tape), entropy-bound acceptance and renoising of the canvas (spec §10.2). Inactive rows keep
+  // canvas, argmax, entropy and self-conditioning input. Trailing inactive rows cost no compute.
+  // self_cond_bf16: the processed logits kept for self-conditioning are rounded to bf16.
+  virtual StepView step(const RowStep* rows, bool self_cond_bf16) = 0;
 
   virtual void reset() = 0;                 // all rows
   virtual void reset_row(int row) = 0;

@@ -37,6 +37,10 @@ struct CpuOps {
   void add(float* x, const float* y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] += y[i];
   }
+  void add_rows(float* x, const float* y, int64_t row_elems, int n_rows, const uint8_t* mask) {
+    for (int r = 0; r < n_rows; ++r)
+      if (mask[r]) add(x + r * row_elems, y + r * row_elems, row_elems);
+  }
   void add_scale(float* x, const float* y, int64_t n, float s) {
     for (int64_t i = 0; i < n; ++i) x[i] = (x[i] + y[i]) * s;
   }
@@ -143,9 +147,9 @@ void DiffusionGemma::encode(Workspace& ws, KVCache& cache, const float* const* r
 
 void DiffusionGemma::denoise(Workspace& ws, KVCache& cache, const float* const* rope_cos,
                              const float* const* rope_sin, const int32_t* canvas, const float* self_cond,
-                             const DebugHook* hook) const {
+                             const uint8_t* sc_rows, const DebugHook* hook) const {
   CpuOps ops{*pool_, cfg_, ws, cache, rope_cos, rope_sin, hook};
-  denoise_pass(ops, cfg_, w_, ws, canvas, self_cond, nullptr, cache.batch);
+  denoise_pass(ops, cfg_, w_, ws, canvas, self_cond, sc_rows, nullptr, cache.batch);
 }
 
 }  // namespace diffrt::dg

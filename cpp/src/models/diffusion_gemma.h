@@ -71,10 +71,11 @@ class DiffusionGemma final : public Model {
   // at positions n_cached(row) ...; appends K/V to the cache and advances n_cached.
   void encode(Workspace& ws, KVCache& cache, const float* const* rope_cos, const float* const* rope_sin,
               const int32_t* ids, const int* rows, int n_rows, int S, const DebugHook* hook) const;
-  // Decoder pass over the canvas [batch][L] of every row; self_cond [batch][L][V] or nullptr.
-  // Leaves the cache logically unchanged; writes logits [batch][L][V] into ws.logits.
+  // Decoder pass over the canvas [batch][L] of every row; self_cond [batch][L][V] or nullptr, added
+  // to the rows with sc_rows[row] != 0 (sc_rows nullptr: all). Leaves the cache logically
+  // unchanged; writes logits [batch][L][V] into ws.logits.
   void denoise(Workspace& ws, KVCache& cache, const float* const* rope_cos, const float* const* rope_sin,
-               const int32_t* canvas, const float* self_cond, const DebugHook* hook) const;
+               const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, const DebugHook* hook) const;
 
  private:
   void load_weights();

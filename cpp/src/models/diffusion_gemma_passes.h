@@ -5,7 +5,8 @@
 // An Ops type provides, on its own device and scratch (nothing allocates):
 //   using Mat;                                         weight matrix type (kernels::Matrix, cuda DMatrix)
 //   gemm(x, ldx, M, w, y, ldy), rms_norm(x, ldx, rows, n, w, eps, y, ldy), gelu_tanh_mul(...),
-//   copy(dst, src, n), add(x, y, n), add_scale(x, y, n, s), scale(x, n, s), soft_cap(x, n, cap),
+//   copy(dst, src, n), add(x, y, n), add_rows(x, y, row_elems, n_rows, mask) (x += y where mask[row]),
+//   add_scale(x, y, n, s), scale(x, n, s), soft_cap(x, n, cap),
 //   softmax_rows(src, dst, ld, rows, n), round_to_bf16(x, n), embed(E, ids, n, scale, out),
 //   rope(x, ldx, tokens, n_head, hd, pos, sliding), router_topk(x, ldx, M, layer, idx, w),
 //   grouped_experts(x, ldx, M, idx, w, layer, out, ldo),
@@ -118,10 +119,12 @@ void encode_pass(Ops& ops, const ModelConfig& c, const Weights<typename Ops::Mat
 }
 
 // Decoder pass (one denoising step) over the canvas [n_rows][L]; self_cond [n_rows][L][V] (the
-// previous step's processed logits) or nullptr. Writes soft-capped logits [n_rows][L][V] to a.logits.
+// previous step's processed logits) or nullptr; sc_rows [n_rows] (backend memory): which rows add
+// it (nullptr: all). Writes soft-capped logits [n_rows][L][V] to a.logits.
 template <class Ops>
 void denoise_pass(Ops& ops, const ModelConfig& c, const Weights<typename Ops::Mat>& w, Activations& a,
-                  const int32_t* canvas, const float* self_cond, const int* rows, int n_rows) {
+                  const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, const int* rows,
+                  int n_rows) {
   const int H = c.n_embd, V = c.n_vocab, I = c.n_ff, Lc = c.canvas_length;
   const int64_t M = int64_t(n_rows) * Lc;
   const float eps = c.rms_eps;
@@ -137,7 +140,10 @@ void denoise_pass(Ops& ops, const ModelConfig& c, const Weights<typename Ops::Ma
     ops.gemm(a.xn, H, M, w.sc_up, a.u, I);
     ops.gelu_tanh_mul(a.g, I, a.u, I, M, I, a.g, I);
     ops.gemm(a.g, I, M, w.sc_down, a.h, H);         // sc [M, H]
-    ops.add(a.x, a.h, M * H);
+    if (sc_rows)
+      ops.add_rows(a.x, a.h, int64_t(Lc) * H, n_rows, sc_rows);  // only the rows that take it
+    else
+      ops.add(a.x, a.h, M * H);
   }
   ops.rms_norm(a.x, H, M, H, nullptr, eps, a.x, H);  // self_conditioning.post_norm: decoder input
   if (ops.dumping()) ops.dump("dec.input", a.x, M, H);

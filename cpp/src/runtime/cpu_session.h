@@ -19,7 +19,8 @@ class CpuSession final : public Session {
   int n_cached(int row) const override;
   void encode(const int32_t* ids, int n_rows, int T, const int* rows = nullptr) override;
   const float* denoise(const int32_t* canvas, const float* self_cond) override;
-  const float* denoise_rows(const int32_t* canvas, const float* self_cond, int n_rows) override;
+  void start_canvas(int row, const int32_t* tokens) override;
+  StepView step(const RowStep* rows, bool self_cond_bf16) override;  // runtime/cpu_step.cpp
   void reset() override;
   void reset_row(int row) override;
 
@@ -32,6 +33,9 @@ class CpuSession final : public Session {
   void load_cache(int layer, int row, int T, const float* k, const float* v);
 
  private:
+  // The decoder pass over rows 0..n_rows-1 (the others' logits are left as they are).
+  const float* pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, int n_rows);
+
   std::shared_ptr<const dg::DiffusionGemma> model_;
   int batch_, max_context_;
   Arena arena_;
@@ -40,6 +44,11 @@ class CpuSession final : public Session {
   float* rope_cos_[2] = {nullptr, nullptr};  // [0]: full layers, [1]: sliding layers
   float* rope_sin_[2] = {nullptr, nullptr};
   int32_t* chunk_ids_ = nullptr;             // [batch * L] one encode chunk
+  // step state ([batch, L] unless noted); sc_ [batch, L, V] holds each row's processed logits
+  int32_t *canvas_ = nullptr, *amax_ = nullptr, *sampled_ = nullptr;
+  float *H_ = nullptr, *mean_H_ = nullptr, *sc_ = nullptr;  // mean_H_ [batch]
+  uint8_t *accepted_ = nullptr, *sc_rows_ = nullptr;       // sc_rows_ [batch]
+  int* order_ = nullptr;
   dg::DebugHook hook_;
 };
 

@@ -1,5 +1,6 @@
 // The generation loop of spec §10.2: prefill, then per canvas a random start, up to N denoising
-// steps (sample, accept, renoise, adaptive stop), commit of the last argmax, EOS -> pad rewrite.
+// steps (Session::step: pass, sample, accept, renoise; then the adaptive stop), commit of the last
+// argmax, EOS -> pad rewrite.
 #include "diffrt/generate.h"
 
 #include <algorithm>
@@ -9,7 +10,6 @@
 
 #include "diffrt/error.h"
 #include "format/gguf_names.h"
-#include "core/thread_pool.h"
 #include "runtime/row_update.h"
 
 namespace diffrt {
@@ -79,95 +79,76 @@ GenerateResult generate(Session& S, const Model& model, const std::vector<std::v
   const int s_hist = adaptive ? std::max(0, p.stability_threshold) : 0;
   const float conf = float(p.confidence_threshold);
 
-  // ---- every buffer the loop needs, allocated once ----
-  std::vector<int32_t> canvas(BL), amax(BL), new_amax(BL), sampled(BL), commit(BL), history(size_t(s_hist) * BL);
-  std::vector<uint8_t> accepted(BL), finished(B), finished_seq(B), done(B);
-  std::vector<float> H(BL), mean_H(B);
-  // Self-conditioning input = this step's pl [B, L, V]: uninitialised (each row is written by the
-  // first step before it is read), so creating it costs no pass over B*L*V floats.
-  std::unique_ptr<float[]> sc_buf(new float[size_t(BL) * V]);
-  float* const sc = sc_buf.get();
-  std::vector<int> order(BL), eos_at(B);
+  // ---- every buffer the loop needs, allocated once (the step's own live in the Session) ----
+  std::vector<int32_t> init(L), commit(BL), history(size_t(s_hist) * BL);
+  std::vector<uint8_t> finished(B), finished_seq(B), done(B);
+  std::vector<RowStep> rows(B);
+  std::vector<int> eos_at(B);
   GenerateResult res;
   res.tokens.assign(B, {});
   for (auto& t : res.tokens) t.reserve(size_t(n_canvas) * L);
   res.decoder_passes.assign(B, 0);
   res.steps.reserve(n_canvas);
-  std::unique_ptr<ThreadPool> own_pool;
-  if (!opt.pool) own_pool = std::make_unique<ThreadPool>(opt.threads);
-  ThreadPool& pool = opt.pool ? *opt.pool : *own_pool;
 
   int64_t g = 0;  // executed steps so far (tape index)
-  float T = 1.0f;
-  int c = 0, k = 0;
-  const float* logits = nullptr;
-  auto position_job = [&](int i, int /*thread*/) {
-    const int r = i / L, pos = i % L;
-    if (finished[r]) return;  // frozen rows keep argmax, canvas and self-conditioning
-    float* pl = sc + size_t(i) * V;
-    SampleStream ss{p.seed, c, k, r, pos};
-    TokenStats st = token_stats(logits + size_t(i) * V, T, pl, V, tape.active() ? nullptr : &ss);
-    if (opt.self_cond_bf16) round_to_bf16(pl, V);
-    new_amax[i] = st.argmax;
-    H[i] = st.entropy;
-    sampled[i] = tape.active() ? tape.samples[g * BL + i] : st.sample;
-  };
+  StepView view;
 
   S.reset();
   auto t0 = Clock::now();
   for (int r = 0; r < B; ++r) S.encode(prompts[r].data(), 1, int(prompts[r].size()), &r);
   res.prefill_s = since(t0);
 
-  for (c = 0; c < n_canvas; ++c) {
+  for (int c = 0; c < n_canvas; ++c) {
     if (c > 0) {  // the previous commit enters the cache only now (the last one never does)
       t0 = Clock::now();
       S.encode(commit.data(), B, L, nullptr);
       res.encode_s += since(t0);
     }
-    if (tape.active()) {
-      if (c >= tape.n_init) bad("generate: tape has " + std::to_string(tape.n_init) + " initial canvases, canvas " +
-                                std::to_string(c) + " needs one more");
-      std::copy(tape.init + int64_t(c) * BL, tape.init + int64_t(c + 1) * BL, canvas.begin());
-    } else {
-      for (int i = 0; i < BL; ++i) canvas[i] = rng_randint(p.seed, c, 0, DrawPurpose::Init, i / L, i % L, V);
+    if (tape.active() && c >= tape.n_init)
+      bad("generate: tape has " + std::to_string(tape.n_init) + " initial canvases, canvas " + std::to_string(c) +
+          " needs one more");
+    for (int r = 0; r < B; ++r) {
+      if (tape.active())
+        std::copy_n(tape.init + (int64_t(c) * B + r) * L, L, init.begin());
+      else
+        for (int j = 0; j < L; ++j) init[j] = rng_randint(p.seed, c, 0, DrawPurpose::Init, r, j, V);
+      S.start_canvas(r, init.data());
     }
-    amax = canvas;
     std::fill(finished.begin(), finished.end(), 0);
     std::fill(history.begin(), history.end(), -1);
-    bool have_sc = false;
     int executed = 0;
-    for (k = 0; k < N; ++k) {
+    for (int k = 0; k < N; ++k) {
       const int cur_step = N - k;
       if (tape.active() && g >= tape.n_steps)
         bad("generate: tape has " + std::to_string(tape.n_steps) + " steps, the run needs more");
-      for (int r = 0; r < B; ++r) res.decoder_passes[r] += !(finished[r] || finished_seq[r]);
-
-      t0 = Clock::now();
-      logits = S.denoise(canvas.data(), have_sc ? sc : nullptr);
-      res.denoise_s += since(t0);
-
-      t0 = Clock::now();
-      T = temperature(p.t_min, p.t_max, cur_step, N);
-      pool.parallel_for(BL, position_job);
+      const float T = temperature(p.t_min, p.t_max, cur_step, N);
       for (int r = 0; r < B; ++r) {
-        if (finished[r]) continue;
-        const int o = r * L;
-        auto noise = [&](int j) {
-          return tape.active() ? tape.renoise[g * BL + o + j] : rng_randint(p.seed, c, k, DrawPurpose::Renoise, r, j, V);
-        };
-        mean_H[r] = rowstep::accept_and_renoise(&H[o], &sampled[o], L, p.entropy_bound, &accepted[o], &order[o],
-                                                &canvas[o], noise);
-        if (adaptive && rowstep::stops(&new_amax[o], L, &history[size_t(r) * L], s_hist, size_t(B) * L, mean_H[r], conf))
-          finished[r] = 1;
-        std::copy_n(&new_amax[o], L, &amax[o]);
+        res.decoder_passes[r] += !(finished[r] || finished_seq[r]);
+        RowStep& rs = rows[r];
+        rs.active = !finished[r];  // frozen rows keep argmax, canvas and self-conditioning
+        rs.self_cond = k > 0;
+        rs.temperature = T;
+        rs.entropy_bound = p.entropy_bound;
+        rs.seed = p.seed;
+        rs.canvas = c;
+        rs.step = k;
+        rs.key = r;
+        rs.tape_samples = tape.active() ? tape.samples + g * BL + int64_t(r) * L : nullptr;
+        rs.tape_renoise = tape.active() ? tape.renoise + g * BL + int64_t(r) * L : nullptr;
       }
-      have_sc = true;
+      view = S.step(rows.data(), opt.self_cond_bf16);
+      res.denoise_s += view.pass_s;
+      res.sampler_s += view.sample_s;
+      if (adaptive)
+        for (int r = 0; r < B; ++r)
+          if (!finished[r] && rowstep::stops(view.argmax + int64_t(r) * L, L, &history[size_t(r) * L], s_hist,
+                                             size_t(B) * L, view.mean_entropy[r], conf))
+            finished[r] = 1;
       ++g;
       ++executed;
-      res.sampler_s += since(t0);
 
       if (opt.on_step) {
-        StepEvent ev{c, k, cur_step, T, B, L, amax.data(), accepted.data(), finished.data(), mean_H.data()};
+        StepEvent ev{c, k, cur_step, T, B, L, view.argmax, view.accepted, finished.data(), view.mean_entropy};
         if (!opt.on_step(ev)) {
           res.cancelled = true;
           break;
@@ -179,7 +160,7 @@ GenerateResult generate(Session& S, const Model& model, const std::vector<std::v
     if (res.cancelled) break;
 
     // ---- commit the last argmax; EOS -> pad ----
-    commit = amax;
+    std::copy_n(view.argmax, BL, commit.begin());
     bool any_end = false;
     for (int r = 0; r < B; ++r) {
       eos_at[r] = rowstep::first_eos(&commit[r * L], L, p.eos_ids);

@@ -87,6 +87,15 @@ CpuSession::CpuSession(std::shared_ptr<const dg::DiffusionGemma> model, int batc
       rope_sin_[kind] = a.take<float>(size_t(max_context) * hd_of[kind] / 2);
     }
     chunk_ids_ = a.take<int32_t>(Mt);
+    canvas_ = a.take<int32_t>(Mt);
+    amax_ = a.take<int32_t>(Mt);
+    sampled_ = a.take<int32_t>(Mt);
+    H_ = a.take<float>(Mt);
+    mean_H_ = a.take<float>(batch);
+    sc_ = a.take<float>(Mt * V);  // zeros: finite in rows that never stepped
+    accepted_ = a.take<uint8_t>(Mt);
+    sc_rows_ = a.take<uint8_t>(batch);
+    order_ = a.take<int>(Mt);
   });
   for (int kind = 0; kind < 2; ++kind)
     if (hd_of[kind]) model_->rope_tables(kind == 1, max_context, rope_cos_[kind], rope_sin_[kind]);
@@ -130,14 +139,12 @@ void CpuSession::encode(const int32_t* ids, int n_rows, int T, const int* rows) 
 }
 
 const float* CpuSession::denoise(const int32_t* canvas, const float* self_cond) {
-  return denoise_rows(canvas, self_cond, batch_);
+  return pass(canvas, self_cond, nullptr, batch_);
 }
 
-const float* CpuSession::denoise_rows(const int32_t* canvas, const float* self_cond, int n_rows) {
+const float* CpuSession::pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, int n_rows) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length, V = c.n_vocab;
-  if (n_rows < 1 || n_rows > batch_)
-    throw InvalidArgument("denoise: " + std::to_string(n_rows) + " rows for a session of batch " + std::to_string(batch_));
   for (int r = 0; r < n_rows; ++r)
     if (int64_t(cache_.n_cached[r]) + L > max_context_)
       throw InvalidArgument("denoise: row " + std::to_string(r) + " has " + std::to_string(cache_.n_cached[r]) +
@@ -155,7 +162,7 @@ const float* CpuSession::denoise_rows(const int32_t* canvas, const float* self_c
     ~Restore() { cache.batch = batch; }
   } restore{cache_, cache_.batch};
   cache_.batch = n_rows;
-  model_->denoise(ws_, cache_, rope_cos_, rope_sin_, canvas, self_cond, hook_ ? &hook_ : nullptr);
+  model_->denoise(ws_, cache_, rope_cos_, rope_sin_, canvas, self_cond, sc_rows, hook_ ? &hook_ : nullptr);
   return ws_.logits;
 }
 

@@ -197,7 +197,8 @@ void register_cuda_engine(nb::module_& m) {
             p.self_cond = self_cond;
             p.round_sc_bf16 = round_sc_bf16;
             nb::gil_scoped_release nogil;
-            s.s->step(p, graph);
+            s.s->set_use_graph(graph);
+            s.s->step_all(p);
           },
           nb::arg("canvas"), nb::arg("step"), nb::arg("temperature"), nb::arg("seed"), nb::arg("entropy_bound"),
           nb::arg("self_cond"), nb::arg("round_sc_bf16") = false, nb::arg("graph") = false,
@@ -237,7 +238,8 @@ void register_cuda_engine(nb::module_& m) {
             p.entropy_bound = entropy_bound;
             p.self_cond = true;
             nb::gil_scoped_release nogil;
-            return s.s->time_steps(n, p, graph);
+            s.s->set_use_graph(graph);
+            return s.s->time_steps(n, p);
           },
           nb::arg("n"), nb::arg("temperature") = 0.8f, nb::arg("seed") = 0, nb::arg("entropy_bound") = 0.1,
           nb::arg("graph") = true, "Mean ms per self-conditioned device step over n steps (after a warm-up step).")
@@ -257,7 +259,6 @@ void register_cuda_engine(nb::module_& m) {
                 diffrt_py::sampler_params(cfg.sampler, max_new_tokens, steps, t_min, t_max, entropy_bound,
                                           stability_threshold, confidence_threshold, eos_ids, pad_id, seed);
             diffrt::GenerateOptions opt;
-            opt.threads = 0;  // the CPU sampler over the copied logits: all cores
             opt.self_cond_bf16 = self_cond_bf16 ? *self_cond_bf16 : diffrt::default_self_cond_bf16(*host);
             const size_t B = prompts.size(), L = size_t(cfg.canvas_length);
             diffrt_py::set_tape(opt.tape, tape_init, tape_samples, tape_renoise, int(B), int(L));
@@ -279,7 +280,7 @@ void register_cuda_engine(nb::module_& m) {
           nb::arg("tape_samples").none() = nb::none(), nb::arg("tape_renoise").none() = nb::none(),
           nb::arg("self_cond_bf16").none() = nb::none(), nb::arg("on_step") = nb::none(),
           nb::arg("on_canvas") = nb::none(),
-          "The C++ generation loop (runtime/generate.cpp) on this GPU session: passes on the GPU, sampler on the CPU.");
+          "The C++ generation loop (runtime/generate.cpp) on this GPU session: every step runs on the device.");
 
   register_cuda_kernels(m);
 }

@@ -57,6 +57,22 @@ std::unique_ptr<Dev> up(const A& a) {
 }
 
 // A host f32 matrix [rows][cols] on the device as f32, bf16 or int8 (per-row scales, quantized on
+// Settings of one active row of the sampler ops (row `key` of the draw address).
+kc::RowParams row_params(uint64_t seed, double bound, float T, int canvas, int step, int key, bool tape,
+                         bool round_pl) {
+  kc::RowParams p;
+  p.seed = seed;
+  p.entropy_bound = bound;
+  p.temperature = T;
+  p.canvas = canvas;
+  p.step = step;
+  p.key = key;
+  p.active = 1;
+  p.tape = tape ? 1 : 0;
+  p.round_pl = round_pl ? 1 : 0;
+  return p;
+}
+
 // the host with quantize_rows_i8, as model uploads do).
 struct DevMatrix {
   std::unique_ptr<Dev> f32, b16, q8, scale;
@@ -264,13 +280,13 @@ void register_cuda_kernels(nb::module_& parent) {
     need(raw.ndim() == 2 && L >= 1, "raw must be [n, V]");
     const size_t n = raw.shape(0), V = raw.shape(1);
     auto dr = up(raw);
-    Dev dpl(sizeof(float) * n * V), dT(&T, sizeof(float)), da(sizeof(int32_t) * n), dH(sizeof(float) * n),
-        ds(sizeof(int32_t) * n);
-    const int32_t info[2] = {canvas, step};
-    Dev dinfo(info, sizeof(info));
-    kc::token_stats(nullptr, dr->as<float>(), dpl.as<float>(), int64_t(n), int(V), L, dT.as<float>(),
-                    dinfo.as<int32_t>(), seed, true, round_bf16, nullptr, da.as<int32_t>(), dH.as<float>(),
-                    ds.as<int32_t>());
+    Dev dpl(sizeof(float) * n * V), da(sizeof(int32_t) * n), dH(sizeof(float) * n), ds(sizeof(int32_t) * n);
+    std::vector<kc::RowParams> rows((n + L - 1) / L);
+    for (size_t r = 0; r < rows.size(); ++r)
+      rows[r] = row_params(seed, 0.1, T, canvas, step, int(r), false, round_bf16);
+    Dev dp(rows.data(), sizeof(kc::RowParams) * rows.size());
+    kc::token_stats(nullptr, dr->as<float>(), dpl.as<float>(), int64_t(n), int(V), L, dp.as<kc::RowParams>(),
+                    nullptr, da.as<int32_t>(), dH.as<float>(), ds.as<int32_t>());
     auto pl = zeros_array<float>({n, V});
     auto amax = zeros_array<int32_t>({n});
     auto H = zeros_array<float>({n});
@@ -292,11 +308,12 @@ void register_cuda_kernels(nb::module_& parent) {
     if (tape) need(tape->size() == H.size(), "tape must be [B, L]");
     auto dH = up(H), ds = up(sampled);
     std::unique_ptr<Dev> dt = tape ? up(*tape) : nullptr;
-    const int32_t info[2] = {canvas, step};
-    Dev dinfo(info, sizeof(info)), dacc(size_t(B) * L), dc(sizeof(int32_t) * B * L), dm(sizeof(float) * B);
-    kc::accept_renoise(nullptr, dH->as<float>(), ds->as<int32_t>(), B, L, V, bound, dinfo.as<int32_t>(), seed,
-                       dt ? dt->as<int32_t>() : nullptr, nullptr, dacc.as<uint8_t>(), dc.as<int32_t>(),
-                       dm.as<float>());
+    std::vector<kc::RowParams> rows(static_cast<size_t>(B));
+    for (int r = 0; r < B; ++r) rows[r] = row_params(seed, bound, 1.0f, canvas, step, r, tape.has_value(), false);
+    Dev dp(rows.data(), sizeof(kc::RowParams) * rows.size()), dacc(size_t(B) * L), dc(sizeof(int32_t) * B * L),
+        dm(sizeof(float) * B);
+    kc::accept_renoise(nullptr, dH->as<float>(), ds->as<int32_t>(), B, L, V, dp.as<kc::RowParams>(),
+                       dt ? dt->as<int32_t>() : nullptr, dacc.as<uint8_t>(), dc.as<int32_t>(), dm.as<float>());
     auto acc = zeros_array<uint8_t>({size_t(B), size_t(L)});
     auto cv = zeros_array<int32_t>({size_t(B), size_t(L)});
     auto mean = zeros_array<float>({size_t(B)});
@@ -309,9 +326,8 @@ void register_cuda_kernels(nb::module_& parent) {
 
   m.def("init_canvas", [](int B, int L, int V, uint64_t seed, int canvas) {
     need(B >= 1 && L >= 1 && V >= 1, "sizes");
-    const int32_t info[2] = {canvas, 0};
-    Dev dinfo(info, sizeof(info)), dc(sizeof(int32_t) * B * L);
-    kc::init_canvas(nullptr, dc.as<int32_t>(), int64_t(B) * L, L, V, dinfo.as<int32_t>(), seed);
+    Dev dc(sizeof(int32_t) * B * L);
+    kc::init_canvas(nullptr, dc.as<int32_t>(), int64_t(B) * L, L, V, canvas, seed);
     auto cv = zeros_array<int32_t>({size_t(B), size_t(L)});
     dc.get(cv.data());
     return cv;

@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttentionArgs a
       sum += p;
     }
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if (lane == 0) invs[s] = float(1.0 / sum);
+    if (lane == 0) invs[s] = sum > 0 ? float(1.0 / sum) : 0.f;  // no visible key: 0, as the CPU
   }
   __syncthreads();
 

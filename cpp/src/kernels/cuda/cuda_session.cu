@@ -1,5 +1,5 @@
 // CUDA Session: buffers at creation, then the passes of models/diffusion_gemma_passes.h as kernel
-// launches on one stream (Ops below), and the device-resident denoising step.
+// launches on one stream (Ops below). The denoising step is cuda_step.cu.
 #include <algorithm>
 #include <string>
 
@@ -11,14 +11,6 @@ namespace diffrt::cuda {
 
 namespace kc = kernels::cuda;
 
-namespace {
-__global__ void set_step_params_kernel(float* temp, int32_t* info, float T, int canvas, int step) {
-  *temp = T;
-  info[0] = canvas;
-  info[1] = step;
-}
-}  // namespace
-
 template <class T>
 T* CudaSession::take(size_t n) {
   void* p = nullptr;
@@ -26,6 +18,14 @@ T* CudaSession::take(size_t n) {
   DIFFRT_CUDA_CHECK(cudaMalloc(&p, bytes));
   allocs_.push_back(p);
   bytes_ += bytes;
+  return static_cast<T*>(p);
+}
+
+template <class T>
+T* CudaSession::take_host(size_t n) {
+  void* p = nullptr;
+  DIFFRT_CUDA_CHECK(cudaMallocHost(&p, std::max<size_t>(sizeof(T) * n, 16)));
+  host_allocs_.push_back(p);
   return static_cast<T*>(p);
 }
 
@@ -107,23 +107,40 @@ CudaSession::CudaSession(std::shared_ptr<const DeviceModel> model, int batch, in
     sampled_ = take<int32_t>(M);
     H_ = take<float>(M);
     mean_H_ = take<float>(batch);
-    temp_ = take<float>(1);
-    step_info_ = take<int32_t>(2);
     accepted_ = take<uint8_t>(M);
+    sc_rows_ = take<uint8_t>(batch);
+    tape_ = take<int32_t>(2 * M);
+    params_ = take<kc::RowParams>(batch);
+    h_params_ = take_host<kc::RowParams>(batch);
+    h_sc_rows_ = take_host<uint8_t>(batch);
+    h_tape_ = take_host<int32_t>(2 * M);
+    h_canvas_ = take_host<int32_t>(M);
+    h_amax_ = take_host<int32_t>(M);
+    h_accepted_ = take_host<uint8_t>(M);
+    h_mean_H_ = take_host<float>(batch);
+    all_rows_.resize(size_t(batch));
     std::vector<int> ident(static_cast<size_t>(batch));
     for (int r = 0; r < batch; ++r) ident[r] = r;
     DIFFRT_CUDA_CHECK(cudaMemcpy(d_rows_, ident.data(), sizeof(int) * batch, cudaMemcpyHostToDevice));
     upload_n_cached();
-    // Self-conditioning input starts as zeros (uniform softmax), never as uninitialised memory.
+    // Self-conditioning input starts as zeros (uniform softmax), canvases as token 0: rows that
+    // never started a canvas are computed (and ignored) on valid data.
     DIFFRT_CUDA_CHECK(cudaMemsetAsync(sc_, 0, sizeof(float) * M * V, st_));
+    for (int32_t* p : {tok_, canvas_, amax_, sampled_, tape_})
+      DIFFRT_CUDA_CHECK(cudaMemsetAsync(p, 0, sizeof(int32_t) * (p == tape_ ? 2 * M : M), st_));
+    DIFFRT_CUDA_CHECK(cudaMemsetAsync(H_, 0, sizeof(float) * M, st_));
+    DIFFRT_CUDA_CHECK(cudaMemsetAsync(mean_H_, 0, sizeof(float) * batch, st_));
+    DIFFRT_CUDA_CHECK(cudaMemsetAsync(accepted_, 0, M, st_));
     // Zero the caches: unused entries are never read, but a defined state makes dumps comparable.
     for (size_t il = 0; il < layers.size(); ++il) {
       DIFFRT_CUDA_CHECK(cudaMemsetAsync(kc_[il], 0, sizeof(float) * batch * row_stride_[il], st_));
       DIFFRT_CUDA_CHECK(cudaMemsetAsync(vc_[il], 0, sizeof(float) * batch * row_stride_[il], st_));
     }
-    sync();
+    // The table copies above ran on the legacy stream, which st_ (non-blocking) does not wait for.
+    DIFFRT_CUDA_CHECK(cudaDeviceSynchronize());
   } catch (...) {
     for (void* p : allocs_) cudaFree(p);
+    for (void* p : host_allocs_) cudaFreeHost(p);
     if (h_logits_) cudaFreeHost(h_logits_);
     if (st_) cudaStreamDestroy(st_);
     throw;
@@ -135,6 +152,7 @@ CudaSession::~CudaSession() {
   for (auto& g : graph_exec_)
     if (g) cudaGraphExecDestroy(g);
   for (void* p : allocs_) cudaFree(p);
+  for (void* p : host_allocs_) cudaFreeHost(p);
   if (h_logits_) cudaFreeHost(h_logits_);
   if (st_) cudaStreamDestroy(st_);
 }
@@ -185,6 +203,9 @@ struct CudaSession::Ops {
     DIFFRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(float) * size_t(n), cudaMemcpyDeviceToDevice, st));
   }
   void add(float* x, const float* y, int64_t n) { kc::add(st, x, y, n); }
+  void add_rows(float* x, const float* y, int64_t row_elems, int n_rows, const uint8_t* mask) {
+    kc::add_rows(st, x, y, row_elems, n_rows, mask);
+  }
   void add_scale(float* x, const float* y, int64_t n, float v) { kc::add_scale(st, x, y, n, v); }
   void scale(float* x, int64_t n, float v) { kc::scale(st, x, n, v); }
   void soft_cap(float* x, int64_t n, float cap) { kc::soft_cap(st, x, n, cap); }
@@ -269,7 +290,9 @@ void CudaSession::encode(const int32_t* ids, int n_rows, int T, const int* rows)
   for (int64_t i = 0; i < int64_t(n_rows) * T; ++i)
     if (ids[i] < 0 || ids[i] >= V)
       throw InvalidArgument("encode: token id " + std::to_string(ids[i]) + " out of range [0, " + std::to_string(V) + ")");
-  DIFFRT_CUDA_CHECK(cudaMemcpy(d_enc_rows_, row_list.data(), sizeof(int) * n_rows, cudaMemcpyHostToDevice));
+  // On the session's (non-blocking) stream: a legacy-stream copy would not be ordered before its kernels.
+  DIFFRT_CUDA_CHECK(
+      cudaMemcpyAsync(d_enc_rows_, row_list.data(), sizeof(int) * n_rows, cudaMemcpyHostToDevice, st_));
   std::vector<int32_t> chunk(size_t(n_rows) * L);
   for (int t0 = 0; t0 < T; t0 += L) {  // chunks of at most L tokens (the workspace holds batch x L)
     const int S = std::min(L, T - t0);
@@ -284,155 +307,38 @@ void CudaSession::encode(const int32_t* ids, int n_rows, int T, const int* rows)
   }
 }
 
-void CudaSession::decoder_pass(bool self_cond) {
+void CudaSession::decoder_pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows) {
   Ops ops{*this, model_->config(), st_, model_->tensor_cores()};
-  dg::denoise_pass(ops, model_->config(), model_->w, a_, canvas_, self_cond ? sc_ : nullptr, d_rows_, batch_);
+  dg::denoise_pass(ops, model_->config(), model_->w, a_, canvas, self_cond, sc_rows, d_rows_, batch_);
 }
 
+void CudaSession::check_room(const char* what) const {
+  const int L = model_->config().canvas_length;
+  for (int r = 0; r < batch_; ++r)
+    if (int64_t(n_cached_[r]) + L > max_context_)
+      throw InvalidArgument(std::string(what) + ": row " + std::to_string(r) + " has " + std::to_string(n_cached_[r]) +
+                            " cached tokens; a canvas of " + std::to_string(L) + " would exceed max_context " +
+                            std::to_string(max_context_));
+}
+
+// The canvas goes to tok_ and self_cond to the probs buffer (softmax in place), so the step state
+// (canvas_, sc_) is left as it is.
 const float* CudaSession::denoise(const int32_t* canvas, const float* self_cond) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length, V = c.n_vocab;
   const size_t M = size_t(batch_) * L;
-  for (int r = 0; r < batch_; ++r)
-    if (int64_t(n_cached_[r]) + L > max_context_)
-      throw InvalidArgument("denoise: row " + std::to_string(r) + " has " + std::to_string(n_cached_[r]) +
-                            " cached tokens; a canvas of " + std::to_string(L) + " would exceed max_context " +
-                            std::to_string(max_context_));
+  check_room("denoise");
   for (size_t i = 0; i < M; ++i)
     if (canvas[i] < 0 || canvas[i] >= V)
       throw InvalidArgument("denoise: canvas id " + std::to_string(canvas[i]) + " out of range [0, " +
                             std::to_string(V) + ")");
-  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(canvas_, canvas, sizeof(int32_t) * M, cudaMemcpyHostToDevice, st_));
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(tok_, canvas, sizeof(int32_t) * M, cudaMemcpyHostToDevice, st_));
   if (self_cond)
-    DIFFRT_CUDA_CHECK(cudaMemcpyAsync(sc_, self_cond, sizeof(float) * M * V, cudaMemcpyHostToDevice, st_));
-  decoder_pass(self_cond != nullptr);
+    DIFFRT_CUDA_CHECK(cudaMemcpyAsync(a_.probs, self_cond, sizeof(float) * M * V, cudaMemcpyHostToDevice, st_));
+  decoder_pass(tok_, self_cond ? a_.probs : nullptr, nullptr);
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_logits_, a_.logits, sizeof(float) * M * V, cudaMemcpyDeviceToHost, st_));
   sync();
   return h_logits_;
-}
-
-// ---- device-resident steps ----------------------------------------------------------------------
-
-void CudaSession::set_canvas(const int32_t* canvas) {
-  const ModelConfig& c = model_->config();
-  const size_t M = size_t(batch_) * c.canvas_length;
-  for (size_t i = 0; i < M; ++i)
-    if (canvas[i] < 0 || canvas[i] >= c.n_vocab)
-      throw InvalidArgument("set_canvas: id " + std::to_string(canvas[i]) + " out of range");
-  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(canvas_, canvas, sizeof(int32_t) * M, cudaMemcpyHostToDevice, st_));
-  sync();
-}
-
-void CudaSession::random_canvas(int canvas_index, uint64_t seed) {
-  const ModelConfig& c = model_->config();
-  set_step_params_kernel<<<1, 1, 0, st_>>>(temp_, step_info_, 1.0f, canvas_index, 0);
-  DIFFRT_CUDA_LAUNCHED("set_step_params");
-  kc::init_canvas(st_, canvas_, int64_t(batch_) * c.canvas_length, c.canvas_length, c.n_vocab, step_info_, seed);
-  sync();
-}
-
-void CudaSession::launch_step(const StepParams& p) {
-  const ModelConfig& c = model_->config();
-  const int L = c.canvas_length, V = c.n_vocab;
-  const int64_t M = int64_t(batch_) * L;
-  decoder_pass(p.self_cond);
-  kc::token_stats(st_, a_.logits, sc_, M, V, L, temp_, step_info_, p.seed, true, p.round_sc_bf16, nullptr, amax_, H_,
-                  sampled_);
-  kc::accept_renoise(st_, H_, sampled_, batch_, L, V, p.entropy_bound, step_info_, p.seed, nullptr, nullptr,
-                     accepted_, canvas_, mean_H_);
-}
-
-void CudaSession::step(const StepParams& p, bool use_graph) {
-  const ModelConfig& c = model_->config();
-  for (int r = 0; r < batch_; ++r)
-    if (int64_t(n_cached_[r]) + c.canvas_length > max_context_)
-      throw InvalidArgument("step: row " + std::to_string(r) + " has no room for a canvas");
-  if (!(p.temperature > 0.f)) throw InvalidArgument("step: temperature must be > 0");
-  if (!(p.entropy_bound > 0.0)) throw InvalidArgument("step: entropy_bound must be > 0");
-  // Per-step values go to device memory through a launch argument (no host buffer to race with).
-  set_step_params_kernel<<<1, 1, 0, st_>>>(temp_, step_info_, p.temperature, p.canvas, p.step);
-  DIFFRT_CUDA_LAUNCHED("set_step_params");
-  const int g = p.self_cond ? 1 : 0;
-  if (use_graph && !graph_broken_) {
-    cudaGraphExec_t& ex = graph_exec_[g];
-    if (ex && (graph_seed_[g] != p.seed || graph_bound_[g] != p.entropy_bound || graph_round_[g] != p.round_sc_bf16)) {
-      DIFFRT_CUDA_CHECK(cudaGraphExecDestroy(ex));
-      ex = nullptr;
-    }
-    if (!ex) {
-      cudaGraph_t graph = nullptr;
-      DIFFRT_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal));
-      try {
-        launch_step(p);
-      } catch (...) {
-        cudaStreamEndCapture(st_, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        cudaGetLastError();
-        graph_broken_ = true;
-        throw;
-      }
-      DIFFRT_CUDA_CHECK(cudaStreamEndCapture(st_, &graph));
-      const cudaError_t e = cudaGraphInstantiate(&ex, graph, 0);
-      cudaGraphDestroy(graph);
-      if (e != cudaSuccess) {
-        cudaGetLastError();
-        ex = nullptr;
-        graph_broken_ = true;
-        throw kc::CudaError(std::string("cudaGraphInstantiate failed: ") + cudaGetErrorString(e));
-      }
-      graph_seed_[g] = p.seed;
-      graph_bound_[g] = p.entropy_bound;
-      graph_round_[g] = p.round_sc_bf16;
-    }
-    DIFFRT_CUDA_CHECK(cudaGraphLaunch(ex, st_));
-    graph_used_ = true;
-  } else {
-    launch_step(p);
-  }
-}
-
-void CudaSession::read_step(int32_t* canvas, int32_t* argmax, float* entropy, uint8_t* accepted, int32_t* sampled,
-                            float* logits) {
-  const ModelConfig& c = model_->config();
-  const size_t M = size_t(batch_) * c.canvas_length;
-  auto get = [&](void* dst, const void* src, size_t bytes) {
-    if (dst) DIFFRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, st_));
-  };
-  get(canvas, canvas_, sizeof(int32_t) * M);
-  get(argmax, amax_, sizeof(int32_t) * M);
-  get(entropy, H_, sizeof(float) * M);
-  get(accepted, accepted_, M);
-  get(sampled, sampled_, sizeof(int32_t) * M);
-  get(logits, a_.logits, sizeof(float) * M * c.n_vocab);
-  sync();
-}
-
-float CudaSession::time_steps(int n, const StepParams& p, bool use_graph) {
-  if (n < 1) throw InvalidArgument("time_steps: n must be >= 1");
-  StepParams q = p;
-  step(q, use_graph);  // warm-up (and graph capture)
-  sync();
-  cudaEvent_t e0, e1;
-  DIFFRT_CUDA_CHECK(cudaEventCreate(&e0));
-  DIFFRT_CUDA_CHECK(cudaEventCreate(&e1));
-  float ms = 0.f;
-  try {
-    DIFFRT_CUDA_CHECK(cudaEventRecord(e0, st_));
-    for (int i = 0; i < n; ++i) {
-      q.step = p.step + 1 + i;
-      step(q, use_graph);
-    }
-    DIFFRT_CUDA_CHECK(cudaEventRecord(e1, st_));
-    DIFFRT_CUDA_CHECK(cudaEventSynchronize(e1));
-    DIFFRT_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  } catch (...) {
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    throw;
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return ms / float(n);
 }
 
 }  // namespace diffrt::cuda

@@ -3,11 +3,10 @@
 // and allocate nothing. denoise() returns logits in a pinned host buffer (the Session contract),
 // so the C++ generation loop (runtime/generate.cpp) runs unchanged on GPU passes.
 //
-// The device hot path: step() runs one whole denoising step on the device — decoder pass on the
-// device canvas (+ self-conditioning from the previous step), token stats, acceptance and renoise
-// with the same Philox streams as the CPU sampler — optionally captured once as a CUDA graph and
-// replayed (step/canvas index and temperature live in device memory; the seed and bound are part of
-// the captured launch, a new value re-captures). No adaptive stopping on the device yet.
+// The device hot path (cuda_step.cu): step() runs a whole denoising step on the device — decoder
+// pass on the device canvas (self-conditioned per row), token stats, acceptance and renoise with the
+// same Philox streams as the CPU sampler — as a CUDA graph captured once and replayed (every per-row
+// setting lives in device memory, so nothing re-captures), and copies back only [B, L] results.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -19,6 +18,7 @@
 
 namespace diffrt::cuda {
 
+// One setting for every row (benchmarks and tests): row r draws as generate()'s row r.
 struct StepParams {
   int canvas = 0, step = 0;  // Philox address of the draws
   float temperature = 1.0f;
@@ -45,31 +45,40 @@ class CudaSession final : public Session {
 
   const DeviceModel& model() const { return *model_; }
 
-  // ---- device-resident steps ----
-  void set_canvas(const int32_t* canvas);                  // host [B, L] -> device canvas
-  void random_canvas(int canvas_index, uint64_t seed);     // Init stream, as the CPU loop
-  void step(const StepParams& p, bool use_graph);
+  void start_canvas(int row, const int32_t* tokens) override;
+  StepView step(const RowStep* rows, bool self_cond_bf16) override;
+
+  // ---- benchmarks and tests ----
+  void set_canvas(const int32_t* canvas);               // host [B, L] -> device canvas (and argmax)
+  void random_canvas(int canvas_index, uint64_t seed);  // Init stream, as generate()
+  void step_all(const StepParams& p);                   // results stay on the device (read_step)
   // Host copies of the last step's results ([B, L] each; nullptr skips).
   void read_step(int32_t* canvas, int32_t* argmax, float* entropy, uint8_t* accepted, int32_t* sampled,
                  float* logits);
   // Mean wall time of n steps in ms (after one warm-up step), timed with CUDA events.
-  float time_steps(int n, const StepParams& p, bool use_graph);
+  float time_steps(int n, const StepParams& p);
+  void set_use_graph(bool on) { use_graph_ = on; }
   bool graph_used() const { return graph_used_; }
   size_t device_bytes() const { return bytes_; }
 
  private:
   template <class T>
   T* take(size_t n);
+  template <class T>
+  T* take_host(size_t n);  // pinned
   struct Ops;  // the op set of models/diffusion_gemma_passes.h on this session's buffers
-  void decoder_pass(bool self_cond);
-  void launch_step(const StepParams& p);
+  void decoder_pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows);
+  void upload_rows(const RowStep* rows, bool round_bf16);  // per-row settings and tapes -> device
+  void run_step(bool self_cond);                           // graph replay (captured once) or launches
+  void launch_step(bool self_cond);                        // the work of one step
+  void check_room(const char* what) const;
   void upload_n_cached();
   void sync();
 
   std::shared_ptr<const DeviceModel> model_;
   int batch_, max_context_, max_keys_ = 0;
   cudaStream_t st_ = nullptr;
-  std::vector<void*> allocs_;
+  std::vector<void*> allocs_, host_allocs_;
   size_t bytes_ = 0;
   std::vector<int> n_cached_;  // host mirror of d_n_cached_
 
@@ -77,23 +86,27 @@ class CudaSession final : public Session {
   float* scores_;      // attention scores
   kernels::cuda::MoeScratch moe_;
   float* sc_;          // [M][V] processed logits of the last step (the next self-conditioning)
-  float* h_logits_ = nullptr;     // pinned host copy of the logits
+  float* h_logits_ = nullptr;     // pinned host copy of the logits (denoise())
   std::vector<float*> kc_, vc_;   // per layer, [batch][kv][cap][hd]
   std::vector<int> cap_;
   std::vector<int64_t> row_stride_;
   float* kv_tmp_;
   float *rope_cos_[2] = {nullptr, nullptr}, *rope_sin_[2] = {nullptr, nullptr};
   int *d_n_cached_, *d_rows_, *d_enc_rows_, *d_n_keys_, *d_key_pos0_, *d_q_pos0_;
-  int32_t *tok_, *canvas_, *amax_, *sampled_;
-  float *H_, *mean_H_, *temp_;
-  int32_t* step_info_;
-  uint8_t* accepted_;
 
-  cudaGraphExec_t graph_exec_[2] = {nullptr, nullptr};  // [self_cond]
-  uint64_t graph_seed_[2] = {0, 0};
-  double graph_bound_[2] = {0, 0};
-  bool graph_round_[2] = {false, false};
-  bool graph_broken_ = false, graph_used_ = false;
+  // step state on the device ([M] unless noted) and its pinned host mirrors
+  int32_t *tok_, *canvas_, *amax_, *sampled_, *tape_;  // tape_ [2M]: samples | renoise
+  float *H_, *mean_H_;                                 // mean_H_ [batch]
+  uint8_t *accepted_, *sc_rows_;                       // sc_rows_ [batch]
+  kernels::cuda::RowParams* params_;                   // [batch]
+  kernels::cuda::RowParams* h_params_ = nullptr;
+  int32_t *h_tape_ = nullptr, *h_canvas_ = nullptr, *h_amax_ = nullptr;
+  float* h_mean_H_ = nullptr;
+  uint8_t *h_accepted_ = nullptr, *h_sc_rows_ = nullptr;
+  std::vector<RowStep> all_rows_;  // step_all's settings
+
+  cudaGraphExec_t graph_exec_[2] = {nullptr, nullptr};  // [any row self-conditioned]
+  bool use_graph_ = true, graph_broken_ = false, graph_used_ = false;
 };
 
 }  // namespace diffrt::cuda

@@ -77,6 +77,10 @@ __global__ void add_kernel(float* x, const float* y, int64_t n) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] += y[i];
 }
+__global__ void add_rows_kernel(float* x, const float* y, int64_t row_elems, int64_t n, const uint8_t* mask) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n && mask[i / row_elems]) x[i] += y[i];
+}
 __global__ void add_scale_kernel(float* x, const float* y, int64_t n, float s) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] = (x[i] + y[i]) * s;
@@ -173,6 +177,12 @@ void add(cudaStream_t st, float* x, const float* y, int64_t n) {
   if (n <= 0) return;
   add_kernel<<<blocks_for(n), kBlock, 0, st>>>(x, y, n);
   DIFFRT_CUDA_LAUNCHED("cuda::add");
+}
+void add_rows(cudaStream_t st, float* x, const float* y, int64_t row_elems, int n_rows, const uint8_t* mask) {
+  const int64_t n = row_elems * n_rows;
+  if (n <= 0) return;
+  add_rows_kernel<<<blocks_for(n), kBlock, 0, st>>>(x, y, row_elems, n, mask);
+  DIFFRT_CUDA_LAUNCHED("cuda::add_rows");
 }
 void add_scale(cudaStream_t st, float* x, const float* y, int64_t n, float s) {
   if (n <= 0) return;

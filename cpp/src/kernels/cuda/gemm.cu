@@ -179,6 +179,8 @@ __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
     const int64_t gm = m0 + m, gn = n0 + n;
     if (gm < M && gn < N) C[gm * ldc + gn] = Cs[m][n];
   }
+#elif defined(__CUDA_ARCH__)
+  __trap();  // never launched below sm_80 (tensor_cores_usable()); fail loudly rather than write nothing
 #endif
 }
 
@@ -217,6 +219,19 @@ __global__ void __launch_bounds__(TC ? 128 : 256) grouped_gemm_kernel(const floa
                  int64_t(blockIdx.x) * BN);
 }
 
+// bf16 WMMA needs sm_80+; older GPUs take the SIMT kernel (f32 activations) instead.
+bool tensor_cores_usable() {
+  static const bool ok = [] {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return major >= 8;
+  }();
+  return ok;
+}
+
 }  // namespace
 
 void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix& w, float* y, int64_t ldy,
@@ -226,7 +241,7 @@ void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix
   // next to each other, so the weights come from HBM once and from L2 for the other row tiles.
   const dim3 grid(unsigned((M + BM - 1) / BM), unsigned((w.n + BN - 1) / BN));
   if (grid.y > 65535) throw CudaError("cuda::gemm: N too large for one launch");
-  const bool tc = allow_bf16_act && w.type != WType::F32;
+  const bool tc = allow_bf16_act && w.type != WType::F32 && tensor_cores_usable();
   if (w.type == WType::I8 && !w.scale) throw CudaError("cuda::gemm: int8 weights without scales");
   if (w.type == WType::BF16) {
     const auto* W = static_cast<const uint16_t*>(w.data);
@@ -253,7 +268,7 @@ void grouped_gemm(cudaStream_t st, const float* x, int64_t ldx, const DMatrix& w
   if (max_tiles <= 0) return;
   if (max_tiles > 65535) throw CudaError("cuda::grouped_gemm: too many tiles for one launch");
   const dim3 grid(unsigned((n_per_expert + BN - 1) / BN), unsigned(max_tiles));
-  const bool tc = allow_bf16_act && w_all.type != WType::F32;
+  const bool tc = allow_bf16_act && w_all.type != WType::F32 && tensor_cores_usable();
   if (w_all.type == WType::I8 && !w_all.scale) throw CudaError("cuda::grouped_gemm: int8 weights without scales");
   const int64_t N = n_per_expert, K = w_all.k, ld = w_all.ld;
   if (w_all.type == WType::BF16) {

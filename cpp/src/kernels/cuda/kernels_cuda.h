@@ -74,6 +74,8 @@ void softmax_rows(cudaStream_t st, const float* src, float* dst, int64_t ld, int
 void round_to_bf16(cudaStream_t st, float* x, int64_t n);
 void scale(cudaStream_t st, float* x, int64_t n, float s);
 void add(cudaStream_t st, float* x, const float* y, int64_t n);                  // x += y
+// x[r] += y[r] for the rows r < n_rows of row_elems elements with mask[r] != 0 (mask on the device).
+void add_rows(cudaStream_t st, float* x, const float* y, int64_t row_elems, int n_rows, const uint8_t* mask);
 void add_scale(cudaStream_t st, float* x, const float* y, int64_t n, float s);   // x = (x + y) * s
 // out[t][0:H] = decode(E[ids[t]]) * scale for t < n.
 void embed(cudaStream_t st, const DMatrix& E, const int32_t* ids, int64_t n, float scale, float* out);
@@ -127,22 +129,32 @@ void grouped_experts(cudaStream_t st, const float* x, int64_t ldx, int64_t M, in
                      const float* weight, int top_k, int E, int I_e, const DMatrix& gate_up, const DMatrix& down,
                      const MoeScratch& s, float* out, int64_t ldo, bool allow_bf16_act = false);
 
-// ---- sampler ------------------------------------------------------------------------------------
-// Per position i < n (row = i / L, pos = i % L), over V logits: pl = raw / T (T = *temp, on the
-// device), first argmax, entropy and (when sample) the exponential-race draw from the SAME Philox
-// stream as the CPU sampler (canvas = step_info[0], step = step_info[1]). Rows with frozen[row] != 0
-// are skipped (frozen may be nullptr). round_pl_bf16: pl is then rounded to bf16 (self-conditioning).
-void token_stats(cudaStream_t st, const float* raw, float* pl, int64_t n, int V, int L, const float* temp,
-                 const int32_t* step_info, uint64_t seed, bool sample, bool round_pl_bf16, const uint8_t* frozen,
-                 int32_t* argmax, float* entropy, int32_t* sampled);
-// Per row r < B: entropy-bound acceptance (sort + exclusive prefix sum as accept_by_entropy), then
-// canvas[i] = accepted ? sampled[i] : randint(Renoise stream) (or renoise_tape[i] when given);
-// mean_entropy[r] = mean H. Rows with frozen[r] are skipped. L <= 1024.
-void accept_renoise(cudaStream_t st, const float* H, const int32_t* sampled, int B, int L, int V, double bound,
-                    const int32_t* step_info, uint64_t seed, const int32_t* renoise_tape, const uint8_t* frozen,
-                    uint8_t* accepted, int32_t* canvas, float* mean_entropy);
-// canvas[i] = randint(seed, step_info[0], 0, Init, i / L, i % L, V) for i < n.
-void init_canvas(cudaStream_t st, int32_t* canvas, int64_t n, int L, int V, const int32_t* step_info, uint64_t seed);
+// ---- sampler ----------------------------------------------------------------------------------
+// Per-row settings of a device step (diffrt::RowStep on the device). Draws of row r are addressed
+// by (seed, canvas, step, key, position) as on the CPU.
+struct RowParams {
+  uint64_t seed = 0;
+  double entropy_bound = 0.1;
+  float temperature = 1.0f;
+  int32_t canvas = 0, step = 0, key = 0;
+  uint8_t active = 0;    // 0: the row is skipped (canvas, argmax, entropy and pl stay)
+  uint8_t tape = 0;      // samples and renoise come from the tape arrays, not the generator
+  uint8_t round_pl = 0;  // pl (the next self-conditioning input) rounded to bf16
+};
+
+// Per position i < n (row r = i / L, pos = i % L) of every active row, over V logits: pl = raw / T,
+// first argmax, entropy and the exponential-race draw from the SAME Philox stream as the CPU sampler
+// (or sampled[i] = tape_samples[i] for a tape row).
+void token_stats(cudaStream_t st, const float* raw, float* pl, int64_t n, int V, int L, const RowParams* rows,
+                 const int32_t* tape_samples, int32_t* argmax, float* entropy, int32_t* sampled);
+// Per active row r < B: entropy-bound acceptance (sort + exclusive prefix sum as accept_by_entropy),
+// then canvas[i] = accepted ? sampled[i] : randint(Renoise stream) (tape_renoise[i] for a tape row);
+// mean_entropy[r] = mean H. L <= 1024.
+void accept_renoise(cudaStream_t st, const float* H, const int32_t* sampled, int B, int L, int V,
+                    const RowParams* rows, const int32_t* tape_renoise, uint8_t* accepted, int32_t* canvas,
+                    float* mean_entropy);
+// canvas[i] = randint(seed, canvas_index, 0, Init, i / L, i % L, V) for i < n.
+void init_canvas(cudaStream_t st, int32_t* canvas, int64_t n, int L, int V, int canvas_index, uint64_t seed);
 
 // ---- model helpers (KV cache, positions, random weights) ----------------------------------------
 // pos[r * S + s] = n_cached[rows[r]] + s.

@@ -10,17 +10,18 @@
 namespace diffrt::kernels::cuda {
 namespace {
 
-__global__ void token_stats_kernel(const float* raw, float* pl, int V, int L, const float* temp,
-                                   const int32_t* step_info, uint64_t seed, bool sample, bool round_pl,
-                                   const uint8_t* frozen, int32_t* argmax, float* entropy, int32_t* sampled) {
+__global__ void token_stats_kernel(const float* raw, float* pl, int V, int L, const RowParams* rows,
+                                   const int32_t* tape_samples, int32_t* argmax, float* entropy,
+                                   int32_t* sampled) {
   __shared__ float shv[32];
   __shared__ int shi[32];
   __shared__ double shd[32];
   const int64_t i = blockIdx.x;
   const int r = int(i / L), pos = int(i % L);
-  if (frozen && frozen[r]) return;  // uniform over the block
-  const float T = *temp;
-  const int canvas = step_info[0], step = step_info[1];
+  const RowParams p = rows[r];
+  if (!p.active) return;  // uniform over the block
+  const float T = p.temperature;
+  const bool sample = !p.tape, round_pl = p.round_pl != 0;
   const float* x = raw + i * V;
   float* o = pl + i * V;
 
@@ -41,8 +42,8 @@ __global__ void token_stats_kernel(const float* raw, float* pl, int V, int L, co
     uint32_t words[4] = {0, 0, 0, 0};
     if (sample) {
       uint32_t ctr[4];
-      stream_counter(canvas, step, kPurposeSample, r, pos, uint32_t(b4), ctr);
-      philox4x32(ctr, seed, words);
+      stream_counter(p.canvas, p.step, kPurposeSample, p.key, pos, uint32_t(b4), ctr);
+      philox4x32(ctr, p.seed, words);
     }
     for (int w = 0; w < 4; ++w) {
       const int j = 4 * b4 + w;
@@ -67,20 +68,21 @@ __global__ void token_stats_kernel(const float* raw, float* pl, int V, int L, co
   if (threadIdx.x == 0) {
     argmax[i] = amax;
     entropy[i] = float(log(s) - t / s);
-    if (sample && sampled) sampled[i] = race.i < V ? race.i : amax;
+    sampled[i] = sample ? (race.i < V ? race.i : amax) : tape_samples[i];
   }
 }
 
 // One block per row (blockDim 1024 >= L rounded up to a power of two).
 __global__ void __launch_bounds__(1024)
-    accept_renoise_kernel(const float* H, const int32_t* sampled, int L, int P, int V, float fbound,
-                          const int32_t* step_info, uint64_t seed, const int32_t* tape, const uint8_t* frozen,
-                          uint8_t* accepted, int32_t* canvas, float* mean_H) {
+    accept_renoise_kernel(const float* H, const int32_t* sampled, int L, int P, int V, const RowParams* rows,
+                          const int32_t* tape, uint8_t* accepted, int32_t* canvas, float* mean_H) {
   __shared__ float key[1024];
   __shared__ int id[1024];
   __shared__ uint8_t acc[1024];
   const int r = blockIdx.x;
-  if (frozen && frozen[r]) return;
+  const RowParams p = rows[r];
+  if (!p.active) return;
+  const float fbound = float(p.entropy_bound);
   const float* h = H + int64_t(r) * L;
   for (int i = threadIdx.x; i < P; i += blockDim.x) {
     if (i < L) {
@@ -125,47 +127,43 @@ __global__ void __launch_bounds__(1024)
     mean_H[r] = float(sum / L);
   }
   __syncthreads();
-  const int c = step_info[0], k = step_info[1];
   for (int j = threadIdx.x; j < L; j += blockDim.x) {
     const int64_t i = int64_t(r) * L + j;
     accepted[i] = acc[j];
-    const int32_t noise = tape ? tape[i] : randint(seed, c, k, kPurposeRenoise, r, j, V);
+    const int32_t noise = p.tape ? tape[i] : randint(p.seed, p.canvas, p.step, kPurposeRenoise, p.key, j, V);
     canvas[i] = acc[j] ? sampled[i] : noise;
   }
 }
 
-__global__ void init_canvas_kernel(int32_t* canvas, int64_t n, int L, int V, const int32_t* step_info,
-                                   uint64_t seed) {
+__global__ void init_canvas_kernel(int32_t* canvas, int64_t n, int L, int V, int canvas_index, uint64_t seed) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) canvas[i] = randint(seed, step_info[0], 0, kPurposeInit, int(i / L), int(i % L), V);
+  if (i < n) canvas[i] = randint(seed, canvas_index, 0, kPurposeInit, int(i / L), int(i % L), V);
 }
 
 }  // namespace
 
-void token_stats(cudaStream_t st, const float* raw, float* pl, int64_t n, int V, int L, const float* temp,
-                 const int32_t* step_info, uint64_t seed, bool sample, bool round_pl_bf16, const uint8_t* frozen,
-                 int32_t* argmax, float* entropy, int32_t* sampled) {
+void token_stats(cudaStream_t st, const float* raw, float* pl, int64_t n, int V, int L, const RowParams* rows,
+                 const int32_t* tape_samples, int32_t* argmax, float* entropy, int32_t* sampled) {
   if (n <= 0) return;
-  token_stats_kernel<<<unsigned(n), kBlock, 0, st>>>(raw, pl, V, L, temp, step_info, seed, sample, round_pl_bf16,
-                                                     frozen, argmax, entropy, sampled);
+  token_stats_kernel<<<unsigned(n), kBlock, 0, st>>>(raw, pl, V, L, rows, tape_samples, argmax, entropy, sampled);
   DIFFRT_CUDA_LAUNCHED("cuda::token_stats");
 }
 
-void accept_renoise(cudaStream_t st, const float* H, const int32_t* sampled, int B, int L, int V, double bound,
-                    const int32_t* step_info, uint64_t seed, const int32_t* renoise_tape, const uint8_t* frozen,
-                    uint8_t* accepted, int32_t* canvas, float* mean_entropy) {
+void accept_renoise(cudaStream_t st, const float* H, const int32_t* sampled, int B, int L, int V,
+                    const RowParams* rows, const int32_t* tape_renoise, uint8_t* accepted, int32_t* canvas,
+                    float* mean_entropy) {
   if (B <= 0) return;
   if (L < 1 || L > 1024) throw CudaError("cuda::accept_renoise: L must be in [1, 1024]");
   int P = 1;
   while (P < L) P <<= 1;
-  accept_renoise_kernel<<<unsigned(B), 1024, 0, st>>>(H, sampled, L, P, V, float(bound), step_info, seed,
-                                                      renoise_tape, frozen, accepted, canvas, mean_entropy);
+  accept_renoise_kernel<<<unsigned(B), 1024, 0, st>>>(H, sampled, L, P, V, rows, tape_renoise, accepted, canvas,
+                                                      mean_entropy);
   DIFFRT_CUDA_LAUNCHED("cuda::accept_renoise");
 }
 
-void init_canvas(cudaStream_t st, int32_t* canvas, int64_t n, int L, int V, const int32_t* step_info, uint64_t seed) {
+void init_canvas(cudaStream_t st, int32_t* canvas, int64_t n, int L, int V, int canvas_index, uint64_t seed) {
   if (n <= 0) return;
-  init_canvas_kernel<<<blocks_for(n), kBlock, 0, st>>>(canvas, n, L, V, step_info, seed);
+  init_canvas_kernel<<<blocks_for(n), kBlock, 0, st>>>(canvas, n, L, V, canvas_index, seed);
   DIFFRT_CUDA_LAUNCHED("cuda::init_canvas");
 }
 

@@ -1,0 +1,195 @@
+// The CUDA session's denoising step (diffrt/session.h): per-row settings uploaded to device memory,
+// then decoder pass + token stats + acceptance/renoise as one CUDA graph (captured once per
+// self-conditioning mode, replayed for every step), then the [B, L] results copied back.
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+#include "diffrt/error.h"
+#include "kernels/cuda/cuda_session.h"
+#include "runtime/session_args.h"
+
+namespace diffrt::cuda {
+
+namespace kc = kernels::cuda;
+
+void CudaSession::start_canvas(int row, const int32_t* tokens) {
+  n_cached(row);  // range check
+  const int L = model_->config().canvas_length;
+  check_canvas_tokens(tokens, L, model_->config().n_vocab);
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(canvas_ + int64_t(row) * L, tokens, sizeof(int32_t) * L, cudaMemcpyHostToDevice, st_));
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(amax_ + int64_t(row) * L, tokens, sizeof(int32_t) * L, cudaMemcpyHostToDevice, st_));
+  sync();  // `tokens` is the caller's (pageable) memory
+}
+
+void CudaSession::set_canvas(const int32_t* canvas) {
+  const ModelConfig& c = model_->config();
+  for (int r = 0; r < batch_; ++r) start_canvas(r, canvas + int64_t(r) * c.canvas_length);
+}
+
+void CudaSession::random_canvas(int canvas_index, uint64_t seed) {
+  const ModelConfig& c = model_->config();
+  const int64_t M = int64_t(batch_) * c.canvas_length;
+  kc::init_canvas(st_, canvas_, M, c.canvas_length, c.n_vocab, canvas_index, seed);
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(amax_, canvas_, sizeof(int32_t) * M, cudaMemcpyDeviceToDevice, st_));
+  sync();
+}
+
+void CudaSession::upload_rows(const RowStep* rows, bool round_bf16) {
+  const int L = model_->config().canvas_length;
+  sync();  // the pinned staging below may still feed the previous step's copies
+  bool any_tape = false;
+  for (int r = 0; r < batch_; ++r) {
+    const RowStep& p = rows[r];
+    kc::RowParams& d = h_params_[r];
+    d.seed = p.seed;
+    d.entropy_bound = p.entropy_bound;
+    d.temperature = p.temperature;
+    d.canvas = p.canvas;
+    d.step = p.step;
+    d.key = p.key;
+    d.active = p.active ? 1 : 0;
+    d.tape = p.active && p.tape_samples ? 1 : 0;
+    d.round_pl = round_bf16 ? 1 : 0;
+    h_sc_rows_[r] = p.active && p.self_cond ? 1 : 0;
+    if (d.tape) {
+      std::copy_n(p.tape_samples, L, h_tape_ + int64_t(r) * L);
+      std::copy_n(p.tape_renoise, L, h_tape_ + (int64_t(batch_) + r) * L);
+      any_tape = true;
+    }
+  }
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(params_, h_params_, sizeof(kc::RowParams) * batch_, cudaMemcpyHostToDevice, st_));
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(sc_rows_, h_sc_rows_, batch_, cudaMemcpyHostToDevice, st_));
+  if (any_tape)
+    DIFFRT_CUDA_CHECK(
+        cudaMemcpyAsync(tape_, h_tape_, sizeof(int32_t) * 2 * batch_ * L, cudaMemcpyHostToDevice, st_));
+}
+
+void CudaSession::launch_step(bool self_cond) {
+  const ModelConfig& c = model_->config();
+  const int L = c.canvas_length, V = c.n_vocab;
+  const int64_t M = int64_t(batch_) * L;
+  decoder_pass(canvas_, self_cond ? sc_ : nullptr, sc_rows_);
+  kc::token_stats(st_, a_.logits, sc_, M, V, L, params_, tape_, amax_, H_, sampled_);
+  kc::accept_renoise(st_, H_, sampled_, batch_, L, V, params_, tape_ + M, accepted_, canvas_, mean_H_);
+}
+
+void CudaSession::run_step(bool self_cond) {
+  if (!use_graph_ || graph_broken_) return launch_step(self_cond);
+  cudaGraphExec_t& ex = graph_exec_[self_cond ? 1 : 0];
+  if (!ex) {
+    cudaGraph_t graph = nullptr;
+    DIFFRT_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal));
+    try {
+      launch_step(self_cond);
+    } catch (...) {
+      cudaStreamEndCapture(st_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      graph_broken_ = true;
+      throw;
+    }
+    DIFFRT_CUDA_CHECK(cudaStreamEndCapture(st_, &graph));
+    const cudaError_t e = cudaGraphInstantiate(&ex, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      ex = nullptr;
+      graph_broken_ = true;
+      throw kc::CudaError(std::string("cudaGraphInstantiate failed: ") + cudaGetErrorString(e));
+    }
+  }
+  DIFFRT_CUDA_CHECK(cudaGraphLaunch(ex, st_));
+  graph_used_ = true;
+}
+
+StepView CudaSession::step(const RowStep* rows, bool self_cond_bf16) {
+  const ModelConfig& c = model_->config();
+  const int L = c.canvas_length;
+  const int64_t M = int64_t(batch_) * L;
+  check_row_steps(rows, batch_, L, c.n_vocab);
+  check_room("step");  // every row is computed, active or not
+  bool any_active = false, any_sc = false;
+  for (int r = 0; r < batch_; ++r) {
+    any_active |= rows[r].active;
+    any_sc |= rows[r].active && rows[r].self_cond;
+  }
+  StepView view{h_canvas_, h_amax_, h_accepted_, h_mean_H_, 0, 0};
+  if (!any_active) return view;
+  const auto t0 = std::chrono::steady_clock::now();
+  upload_rows(rows, self_cond_bf16);
+  run_step(any_sc);
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_canvas_, canvas_, sizeof(int32_t) * M, cudaMemcpyDeviceToHost, st_));
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_amax_, amax_, sizeof(int32_t) * M, cudaMemcpyDeviceToHost, st_));
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_accepted_, accepted_, M, cudaMemcpyDeviceToHost, st_));
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_mean_H_, mean_H_, sizeof(float) * batch_, cudaMemcpyDeviceToHost, st_));
+  sync();
+  view.pass_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return view;
+}
+
+void CudaSession::step_all(const StepParams& p) {
+  for (int r = 0; r < batch_; ++r) {
+    RowStep& rs = all_rows_[r];
+    rs.active = true;
+    rs.self_cond = p.self_cond;
+    rs.temperature = p.temperature;
+    rs.entropy_bound = p.entropy_bound;
+    rs.seed = p.seed;
+    rs.canvas = p.canvas;
+    rs.step = p.step;
+    rs.key = r;
+  }
+  check_row_steps(all_rows_.data(), batch_, model_->config().canvas_length, model_->config().n_vocab);
+  check_room("step");
+  upload_rows(all_rows_.data(), p.round_sc_bf16);
+  run_step(p.self_cond);
+}
+
+void CudaSession::read_step(int32_t* canvas, int32_t* argmax, float* entropy, uint8_t* accepted, int32_t* sampled,
+                            float* logits) {
+  const ModelConfig& c = model_->config();
+  const size_t M = size_t(batch_) * c.canvas_length;
+  auto get = [&](void* dst, const void* src, size_t bytes) {
+    if (dst) DIFFRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, st_));
+  };
+  get(canvas, canvas_, sizeof(int32_t) * M);
+  get(argmax, amax_, sizeof(int32_t) * M);
+  get(entropy, H_, sizeof(float) * M);
+  get(accepted, accepted_, M);
+  get(sampled, sampled_, sizeof(int32_t) * M);
+  get(logits, a_.logits, sizeof(float) * M * c.n_vocab);
+  sync();
+}
+
+// Each step waits for the previous one before its settings are staged (as in generation, which
+// reads every step's results), so this is the per-step time generation sees, minus the copy-back.
+float CudaSession::time_steps(int n, const StepParams& p) {
+  if (n < 1) throw InvalidArgument("time_steps: n must be >= 1");
+  StepParams q = p;
+  step_all(q);  // warm-up (and graph capture)
+  sync();
+  cudaEvent_t e0, e1;
+  DIFFRT_CUDA_CHECK(cudaEventCreate(&e0));
+  DIFFRT_CUDA_CHECK(cudaEventCreate(&e1));
+  float ms = 0.f;
+  try {
+    DIFFRT_CUDA_CHECK(cudaEventRecord(e0, st_));
+    for (int i = 0; i < n; ++i) {
+      q.step = p.step + 1 + i;
+      step_all(q);
+    }
+    DIFFRT_CUDA_CHECK(cudaEventRecord(e1, st_));
+    DIFFRT_CUDA_CHECK(cudaEventSynchronize(e1));
+    DIFFRT_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  } catch (...) {
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    throw;
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return ms / float(n);
+}
+
+}  // namespace diffrt::cuda
