@@ -35,7 +35,7 @@ fi
 
 stage "build (CUDA module, sm_90, -j$(nproc))"
 build_ok=0
-if cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDIFFRT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+if cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDIFFRT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPython_EXECUTABLE="$(command -v python3)" \
      >"$OUT/build.log" 2>&1 && cmake --build build-gpu -j "$(nproc)" >>"$OUT/build.log" 2>&1; then
   build_ok=1
   note "build: ok ($(( $(date +%s) - t0 ))s)"

@@ -3,12 +3,13 @@
     diffrt.cuda_available()                       # False without the module, a driver or a GPU; never raises
     m = diffrt.load(path, device="cuda")          # weights uploaded once (compute_type auto|f32|bf16|int8)
     s = m.session(batch=4)                        # the usual Session API, run on the GPU
-    diffrt.cuda.generate(m, prompts, **params)    # the C++ generation loop on GPU passes
+    diffrt.cuda.generate(m, prompts, **params)    # the C++ generation loop, every step on the GPU
+    diffrt.cuda.batch_engine(m, slots, ctx)       # the server's canvas batching on the GPU
     diffrt.cuda.random_model(config, "bf16")      # random weights made on the device (benchmarks)
 
-The generation loop's sampler runs on the CPU over logits copied back each step (exactly the CPU
-engine's sampler); the device-resident step (decoder + sampler, optionally a CUDA graph) is
-`Session._s.step(...)`, used by tools/bench_gpu.py.
+The generation loop (runtime/generate.cpp) and the server's batch engine drive the session's
+device-resident step: decoder pass + sampler replayed as a CUDA graph, with only [B, L] results
+copied back per step. `Session._s.step(...)` / `time_steps(...)` run it directly (tools/bench_gpu.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ def random_model(config: dict, dtype: str = "bf16", seed: int = 0):
     if dtype not in ("f32", "bf16", "int8"):
         raise ValueError(f"dtype must be 'f32', 'bf16' or 'int8', got {dtype!r}")
     return _module().random_model(dict(config), dtype, int(seed))
+
+
+def batch_engine(model, slots: int, max_context: int):
+    """A _cuda.BatchEngine (the server's canvas batching) for a diffrt.Model opened with device="cuda"."""
+    if getattr(model, "device", None) != "cuda":
+        raise ValueError("diffrt.cuda.batch_engine: load the model with device='cuda'")
+    return _module().BatchEngine(model.engine, int(slots), int(max_context))
 
 
 def generate(model, prompts, *, seed: int = 0, tape=None, max_context: int | None = None, on_step=None,

@@ -163,3 +163,9 @@ def test_subprocess_no_traceback(bad, argv):
     )
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.startswith("Error: "), r.stderr
+
+
+@pytest.mark.skipif(diffrt.cuda_available(), reason="a GPU is present: --device cuda would run")
+@pytest.mark.parametrize("argv", [["run", str(GOOD), "hi", "--device", "cuda"], ["serve", "--device", "cuda"]])
+def test_device_cuda_without_gpu(capsys, argv):
+    _check(capsys, argv, "no CUDA device available")

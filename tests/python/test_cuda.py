@@ -372,6 +372,43 @@ def test_python_api_on_cuda(converted):
         s.denoise(canvas[:-1])
 
 
+@gpu
+@needs_gpu
+def test_cli_and_server_on_cuda(converted, tmp_path, monkeypatch, capsys):
+    # `diffrt run --device cuda` answers; the server built with the cuda loader serves a request
+    # through its GPU batch engine.
+    import functools
+
+    httpx = pytest.importorskip("httpx")
+    from diffrt.cli import main
+    from diffrt.embed import create
+    from diffrt.model import load
+    from diffrt.server.app import create_app
+
+    path = converted("default", "f32")
+    assert main(["run", str(path), "hello", "--device", "cuda", "--max-new-tokens", "16", "--steps", "3",
+                 "--seed", "1", "--raw"]) == 0
+    assert capsys.readouterr().out.strip()
+    monkeypatch.setenv("DIFFRT_MODELS", str(tmp_path / "store"))
+    create("tiny", f"FROM {path}\nPARAMETER num_predict 16\nPARAMETER steps 3\n")
+    app = create_app(loader=functools.partial(load, device="cuda"), max_queue=2, parallel=2)
+
+    async def ask():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gpu") as client:
+            return await client.post("/api/generate", json={"model": "tiny", "prompt": "hello", "stream": False,
+                                                             "options": {"seed": 1}}, timeout=300)
+
+    import asyncio
+
+    try:
+        r = asyncio.run(ask())
+    finally:
+        app.state.diffrt.scheduler.close()
+    assert r.status_code == 200, r.text
+    assert r.json()["done"] is True
+
+
 def _gen_kwargs(L):
     return {"max_new_tokens": 2 * L, "steps": 4, "stability_threshold": -1, "eos_ids": []}
 
@@ -428,6 +465,36 @@ def test_generation_callbacks_match_cpu(converted):
             np.testing.assert_array_equal(x, y)
     stop = _cuda.Session(gpu_m, 1, 12 + 2 * L).generate(prompts, seed=3, on_step=lambda e: False, **kw)
     assert stop["cancelled"] and stop["steps"] == [1]
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("slots", [1, 3])
+def test_batch_engine_on_gpu_equals_alone(converted, slots):
+    # The server's batching on a GPU session: requests with their own parameters, seeds and prompt
+    # lengths, joining at canvas boundaries, give exactly what each gives alone through the GPU
+    # generate() (rows of a device step do not depend on each other or on their slot).
+    from diffrt import _cuda
+
+    _, gpu_m = _engines(converted("default"))
+    L = gpu_m.config()["canvas_length"]
+    reqs = [
+        (list(range(3, 15)), dict(max_new_tokens=2 * L, steps=6, seed=1)),
+        ([5] * 13, dict(max_new_tokens=L, steps=3, seed=2, t_min=0.1, t_max=0.3)),
+        ([9, 8], dict(max_new_tokens=2 * L, steps=9, seed=3, entropy_bound=0.5, confidence_threshold=0.5)),
+        ([42] * 20, dict(max_new_tokens=L, steps=4, seed=77, stability_threshold=2, eos_ids=[7, 8], pad_id=0)),
+    ]
+    eng = _cuda.BatchEngine(gpu_m, slots, 64 + 2 * L)
+    ids = {eng.submit(p, **kw): i for i, (p, kw) in enumerate(reqs)}
+    got = {i: [] for i in ids.values()}
+    while not eng.idle:
+        for kind, rid, canvas, step, tokens, done, cancelled in eng.step():
+            assert not cancelled
+            if kind == "canvas":
+                got[ids[rid]] += tokens
+    for i, (p, kw) in enumerate(reqs):
+        ref = _cuda.Session(gpu_m, 1, len(p) + 2 * L).generate([p], **kw)
+        assert got[i] == ref["tokens"][0], f"request {i}"
 
 
 @gpu

@@ -22,6 +22,7 @@
 #include "kernels/cuda/kernels_cuda.h"
 #include "models/diffusion_gemma.h"
 
+#include "../batch_engine_glue.h"
 #include "../config_dict.h"
 #include "../generate_glue.h"
 #include "../ndarray_util.h"
@@ -281,6 +282,28 @@ void register_cuda_engine(nb::module_& m) {
           nb::arg("self_cond_bf16").none() = nb::none(), nb::arg("on_step") = nb::none(),
           nb::arg("on_canvas") = nb::none(),
           "The C++ generation loop (runtime/generate.cpp) on this GPU session: every step runs on the device.");
+
+  using Engine = diffrt_py::PyBatchEngine<1>;
+  nb::class_<Engine> engine(m, "BatchEngine",
+                            "Canvas-level batching on a GPU session: as _core.BatchEngine, every step on the device.");
+  engine.def(
+      "__init__",
+      [](Engine* self, const PyCudaModel& m, int slots, int max_context, std::optional<bool> self_cond_bf16) {
+        auto host = m.m->host_model();
+        if (!host) throw InvalidArgument("BatchEngine: needs a model loaded from a file");
+        if (slots < 1) throw InvalidArgument("BatchEngine: slots must be >= 1 (got " + std::to_string(slots) + ")");
+        const int ctx = host->config().context_length;
+        const bool bf16 = self_cond_bf16 ? *self_cond_bf16 : diffrt::default_self_cond_bf16(*host);
+        std::unique_ptr<diffrt::BatchEngine> e;
+        {
+          nb::gil_scoped_release nogil;
+          auto session = std::make_unique<CudaSession>(m.m, slots, ctx > 0 ? std::min(max_context, ctx) : max_context);
+          e = std::make_unique<diffrt::BatchEngine>(host, std::move(session), bf16);
+        }
+        new (self) Engine{host, m.m, std::move(e)};
+      },
+      nb::arg("model"), nb::arg("slots"), nb::arg("max_context"), nb::arg("self_cond_bf16") = nb::none());
+  diffrt_py::engine_methods(engine);
 
   register_cuda_kernels(m);
 }

@@ -28,12 +28,15 @@ def add_parser(sub):
         p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one per answer)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the model runs (cuda: an NVIDIA GPU, when diffrt was built with CUDA)")
     p.add_argument(
         "--compute-type",
         dest="compute_type",
         default="auto",
         choices=("auto", "f32", "bf16", "int8", "int8-w8a8", "int8-w8a16"),  # diffrt.model.COMPUTE_TYPES
-        help="CPU compute type: auto = the fastest this CPU supports for the file's weight type",
+        help="compute type: auto = the fastest this CPU supports for the file's weight type "
+        "(on cuda: bf16 for a BF16 file, else f32; int8 = int8 weights)",
     )
     p.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
     p.add_argument("--system", default=None, help="system prompt (default: the model's own, if any)")
@@ -194,7 +197,8 @@ def run(args, stdin=None, out=None, err=None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     path = resolve_model(args.model)
-    model = diffrt.load(path, threads=args.threads, compute_type=getattr(args, "compute_type", None) or "auto")
+    model = diffrt.load(path, device=getattr(args, "device", None) or "cpu", threads=args.threads,
+                        compute_type=getattr(args, "compute_type", None) or "auto")
     tok = model.tokenizer
     if tok is None:
         raise diffrt.ConfigError(f"{path}: the file stores no tokenizer; diffrt run needs one")

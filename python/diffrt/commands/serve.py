@@ -14,6 +14,8 @@ def add_parser(sub):
     p.add_argument("--max-context", type=int, default=8192,
                    help="positions (prompt + new tokens) per slot, capped by the model's context; "
                         "sizes the slots' KV cache (default 8192)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the models run (cuda: an NVIDIA GPU, when diffrt was built with CUDA)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
@@ -29,6 +31,10 @@ def run(args):
         raise ValueError("--parallel must be >= 1")
     if args.max_context < 1:
         raise ValueError("--max-context must be >= 1")
+    if args.device == "cuda":
+        from ..model import _require_cuda
+
+        _require_cuda()  # before binding the port: a clear error, not one per request
     serve(args.host, args.port, max_queue=args.max_queue, log_level=args.log_level, parallel=args.parallel,
-          max_context=args.max_context)
+          max_context=args.max_context, device=args.device)
     return 0

@@ -126,8 +126,13 @@ def create_app(loader=None, max_queue: int = 16, parallel: int = DEFAULT_PARALLE
 
 
 def serve(host: str = "127.0.0.1", port: int = 11434, max_queue: int = 16, log_level: str = "info",
-          parallel: int = DEFAULT_PARALLEL, max_context: int = DEFAULT_MAX_CONTEXT):
+          parallel: int = DEFAULT_PARALLEL, max_context: int = DEFAULT_MAX_CONTEXT, device: str = "cpu"):
+    import functools
+
     import uvicorn
 
-    app = create_app(max_queue=max_queue, parallel=parallel, max_context=max_context)
+    from ..model import load
+
+    app = create_app(loader=functools.partial(load, device=device), max_queue=max_queue, parallel=parallel,
+                     max_context=max_context)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

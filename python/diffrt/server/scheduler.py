@@ -85,7 +85,12 @@ class _Engine:
         self.model = model
         self.generator = Generator(model)
         ctx = self.generator.context_length or max_context
-        self.engine = _core.BatchEngine(core_model(model), slots, min(ctx, max_context))
+        if getattr(model, "device", "cpu") == "cuda":  # the same engine, stepping on the GPU
+            from ..cuda import batch_engine
+
+            self.engine = batch_engine(model, slots, min(ctx, max_context))
+        else:
+            self.engine = _core.BatchEngine(core_model(model), slots, min(ctx, max_context))
 
     def full(self) -> bool:
         return self.engine.active + self.engine.queued >= self.engine.slots

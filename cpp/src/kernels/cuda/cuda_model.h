@@ -48,6 +48,7 @@ class DeviceModel {
   int max_q_width() const { return cfg_.n_head * max_head_dim(); }
   // The CPU model the weights came from (file-backed models), or nullptr (random models).
   const dg::DiffusionGemma* host() const { return host_.get(); }
+  std::shared_ptr<const dg::DiffusionGemma> host_model() const { return host_; }
   // Host RoPE tables [max_pos][hd/2] for one layer kind (spec §4.1).
   void rope_tables(bool sliding, int max_pos, float* cos, float* sin) const;
 
