@@ -110,24 +110,8 @@ int CpuSession::n_cached(int row) const {
 void CpuSession::encode(const int32_t* ids, int n_rows, int T, const int* rows) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length, V = c.n_vocab;
-  if (n_rows < 1 || n_rows > batch_)
-    throw InvalidArgument("encode: " + std::to_string(n_rows) + " rows for a session of batch " + std::to_string(batch_));
-  if (T < 0) throw InvalidArgument("encode: negative token count");
+  check_encode_args(ids, n_rows, T, rows, batch_, max_context_, cache_.n_cached.data(), V);
   if (T == 0) return;
-  // Validation happens before any compute (and allocates nothing: a commit is part of the loop).
-  for (int r = 0; r < n_rows; ++r) {
-    const int row = rows ? rows[r] : r;
-    if (row < 0 || row >= batch_) throw InvalidArgument("encode: row " + std::to_string(row) + " out of range");
-    for (int q = 0; q < r; ++q)
-      if (rows && rows[q] == row) throw InvalidArgument("encode: row " + std::to_string(row) + " given twice");
-    if (int64_t(cache_.n_cached[row]) + T > max_context_)
-      throw InvalidArgument("encode: row " + std::to_string(row) + " would hold " +
-                            std::to_string(cache_.n_cached[row] + int64_t(T)) + " tokens, beyond max_context " +
-                            std::to_string(max_context_));
-  }
-  for (int64_t i = 0; i < int64_t(n_rows) * T; ++i)
-    if (ids[i] < 0 || ids[i] >= V)
-      throw InvalidArgument("encode: token id " + std::to_string(ids[i]) + " out of range [0, " + std::to_string(V) + ")");
   const dg::DebugHook* hook = hook_ ? &hook_ : nullptr;
   // Chunks of at most L tokens: the workspace holds batch x L tokens, and a causal pass over
   // consecutive chunks equals one pass over the whole sequence.
@@ -145,15 +129,7 @@ const float* CpuSession::denoise(const int32_t* canvas, const float* self_cond) 
 const float* CpuSession::pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, int n_rows) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length, V = c.n_vocab;
-  for (int r = 0; r < n_rows; ++r)
-    if (int64_t(cache_.n_cached[r]) + L > max_context_)
-      throw InvalidArgument("denoise: row " + std::to_string(r) + " has " + std::to_string(cache_.n_cached[r]) +
-                            " cached tokens; a canvas of " + std::to_string(L) + " would exceed max_context " +
-                            std::to_string(max_context_));
-  for (int64_t i = 0; i < int64_t(n_rows) * L; ++i)
-    if (canvas[i] < 0 || canvas[i] >= V)
-      throw InvalidArgument("denoise: canvas id " + std::to_string(canvas[i]) + " out of range [0, " +
-                            std::to_string(V) + ")");
+  check_denoise_args(canvas, n_rows, L, V, max_context_, cache_.n_cached.data(), "denoise");
   // The model's pass covers rows 0..cache.batch-1 (row strides do not depend on it): shrink it
   // for this pass only.
   struct Restore {

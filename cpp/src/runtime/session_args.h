@@ -35,6 +35,44 @@ inline void check_row_steps(const RowStep* rows, int batch, int L, int V) {
   }
 }
 
+// encode(): 1..batch distinct rows (rows == nullptr: 0..n_rows-1), each with room for T more
+// tokens, every id in the vocabulary. Allocates nothing (a commit's encode is part of the loop).
+inline void check_encode_args(const int32_t* ids, int n_rows, int T, const int* rows, int batch, int max_context,
+                              const int* n_cached, int V) {
+  if (n_rows < 1 || n_rows > batch)
+    throw InvalidArgument("encode: " + std::to_string(n_rows) + " rows for a session of batch " + std::to_string(batch));
+  if (T < 0) throw InvalidArgument("encode: negative token count");
+  for (int r = 0; r < n_rows; ++r) {
+    const int row = rows ? rows[r] : r;
+    if (row < 0 || row >= batch) throw InvalidArgument("encode: row " + std::to_string(row) + " out of range");
+    for (int q = 0; q < r; ++q)
+      if (rows && rows[q] == row) throw InvalidArgument("encode: row " + std::to_string(row) + " given twice");
+    if (int64_t(n_cached[row]) + T > max_context)
+      throw InvalidArgument("encode: row " + std::to_string(row) + " would hold " +
+                            std::to_string(n_cached[row] + int64_t(T)) + " tokens, beyond max_context " +
+                            std::to_string(max_context));
+  }
+  for (int64_t i = 0; i < int64_t(n_rows) * T; ++i)
+    if (ids[i] < 0 || ids[i] >= V)
+      throw InvalidArgument("encode: token id " + std::to_string(ids[i]) + " out of range [0, " + std::to_string(V) + ")");
+}
+
+// A decoder pass over rows 0..n_rows-1: room for a canvas of L after each row's cached tokens, and
+// canvas ids [n_rows * L] in the vocabulary.
+inline void check_denoise_args(const int32_t* canvas, int n_rows, int L, int V, int max_context, const int* n_cached,
+                               const char* what) {
+  for (int r = 0; r < n_rows; ++r)
+    if (int64_t(n_cached[r]) + L > max_context)
+      throw InvalidArgument(std::string(what) + ": row " + std::to_string(r) + " has " + std::to_string(n_cached[r]) +
+                            " cached tokens; a canvas of " + std::to_string(L) + " would exceed max_context " +
+                            std::to_string(max_context));
+  if (canvas)
+    for (int64_t i = 0; i < int64_t(n_rows) * L; ++i)
+      if (canvas[i] < 0 || canvas[i] >= V)
+        throw InvalidArgument(std::string(what) + ": canvas id " + std::to_string(canvas[i]) + " out of range [0, " +
+                              std::to_string(V) + ")");
+}
+
 inline void check_canvas_tokens(const int32_t* tokens, int L, int V) {
   for (int j = 0; j < L; ++j)
     if (tokens[j] < 0 || tokens[j] >= V)

@@ -271,25 +271,10 @@ struct CudaSession::Ops {
 void CudaSession::encode(const int32_t* ids, int n_rows, int T, const int* rows) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length, V = c.n_vocab;
-  if (n_rows < 1 || n_rows > batch_)
-    throw InvalidArgument("encode: " + std::to_string(n_rows) + " rows for a session of batch " + std::to_string(batch_));
-  if (T < 0) throw InvalidArgument("encode: negative token count");
+  check_encode_args(ids, n_rows, T, rows, batch_, max_context_, n_cached_.data(), V);
   if (T == 0) return;
   std::vector<int> row_list(static_cast<size_t>(n_rows));
-  std::vector<uint8_t> seen(static_cast<size_t>(batch_), 0);
-  for (int r = 0; r < n_rows; ++r) {
-    const int row = rows ? rows[r] : r;
-    if (row < 0 || row >= batch_) throw InvalidArgument("encode: row " + std::to_string(row) + " out of range");
-    if (seen[row]++) throw InvalidArgument("encode: row " + std::to_string(row) + " given twice");
-    if (int64_t(n_cached_[row]) + T > max_context_)
-      throw InvalidArgument("encode: row " + std::to_string(row) + " would hold " +
-                            std::to_string(n_cached_[row] + int64_t(T)) + " tokens, beyond max_context " +
-                            std::to_string(max_context_));
-    row_list[r] = row;
-  }
-  for (int64_t i = 0; i < int64_t(n_rows) * T; ++i)
-    if (ids[i] < 0 || ids[i] >= V)
-      throw InvalidArgument("encode: token id " + std::to_string(ids[i]) + " out of range [0, " + std::to_string(V) + ")");
+  for (int r = 0; r < n_rows; ++r) row_list[r] = rows ? rows[r] : r;
   // On the session's (non-blocking) stream: a legacy-stream copy would not be ordered before its kernels.
   DIFFRT_CUDA_CHECK(
       cudaMemcpyAsync(d_enc_rows_, row_list.data(), sizeof(int) * n_rows, cudaMemcpyHostToDevice, st_));
@@ -312,13 +297,9 @@ void CudaSession::decoder_pass(const int32_t* canvas, const float* self_cond, co
   dg::denoise_pass(ops, model_->config(), model_->w, a_, canvas, self_cond, sc_rows, d_rows_, batch_);
 }
 
-void CudaSession::check_room(const char* what) const {
-  const int L = model_->config().canvas_length;
-  for (int r = 0; r < batch_; ++r)
-    if (int64_t(n_cached_[r]) + L > max_context_)
-      throw InvalidArgument(std::string(what) + ": row " + std::to_string(r) + " has " + std::to_string(n_cached_[r]) +
-                            " cached tokens; a canvas of " + std::to_string(L) + " would exceed max_context " +
-                            std::to_string(max_context_));
+void CudaSession::check_room(const int32_t* canvas, const char* what) const {
+  const ModelConfig& c = model_->config();
+  check_denoise_args(canvas, batch_, c.canvas_length, c.n_vocab, max_context_, n_cached_.data(), what);
 }
 
 // The canvas goes to tok_ and self_cond to the probs buffer (softmax in place), so the step state
@@ -327,11 +308,7 @@ const float* CudaSession::denoise(const int32_t* canvas, const float* self_cond)
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length, V = c.n_vocab;
   const size_t M = size_t(batch_) * L;
-  check_room("denoise");
-  for (size_t i = 0; i < M; ++i)
-    if (canvas[i] < 0 || canvas[i] >= V)
-      throw InvalidArgument("denoise: canvas id " + std::to_string(canvas[i]) + " out of range [0, " +
-                            std::to_string(V) + ")");
+  check_room(canvas, "denoise");
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(tok_, canvas, sizeof(int32_t) * M, cudaMemcpyHostToDevice, st_));
   if (self_cond)
     DIFFRT_CUDA_CHECK(cudaMemcpyAsync(a_.probs, self_cond, sizeof(float) * M * V, cudaMemcpyHostToDevice, st_));

@@ -71,7 +71,7 @@ class CudaSession final : public Session {
   void upload_rows(const RowStep* rows, bool round_bf16);  // per-row settings and tapes -> device
   void run_step(bool self_cond);                           // graph replay (captured once) or launches
   void launch_step(bool self_cond);                        // the work of one step
-  void check_room(const char* what) const;
+  void check_room(const int32_t* canvas, const char* what) const;  // every row; canvas ids if given
   void upload_n_cached();
   void sync();
 

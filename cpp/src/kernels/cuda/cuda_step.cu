@@ -108,7 +108,7 @@ StepView CudaSession::step(const RowStep* rows, bool self_cond_bf16) {
   const int L = c.canvas_length;
   const int64_t M = int64_t(batch_) * L;
   check_row_steps(rows, batch_, L, c.n_vocab);
-  check_room("step");  // every row is computed, active or not
+  check_room(nullptr, "step");  // every row is computed, active or not
   bool any_active = false, any_sc = false;
   for (int r = 0; r < batch_; ++r) {
     any_active |= rows[r].active;
@@ -141,7 +141,7 @@ void CudaSession::step_all(const StepParams& p) {
     rs.key = r;
   }
   check_row_steps(all_rows_.data(), batch_, model_->config().canvas_length, model_->config().n_vocab);
-  check_room("step");
+  check_room(nullptr, "step");
   upload_rows(all_rows_.data(), p.round_sc_bf16);
   run_step(p.self_cond);
 }
