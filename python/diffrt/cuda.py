@@ -1,7 +1,7 @@
 """The CUDA backend from Python (owner: cuda).
 
     diffrt.cuda_available()                       # False without the module, a driver or a GPU; never raises
-    m = diffrt.load(path, device="cuda")          # weights uploaded once (compute_type auto|f32|bf16|int8)
+    m = diffrt.load(path, device="cuda")          # weights uploaded once (compute_type auto|f32|bf16|int8|int8-w8a16)
     s = m.session(batch=4)                        # the usual Session API, run on the GPU
     diffrt.cuda.generate(m, prompts, **params)    # the C++ generation loop, every step on the GPU
     diffrt.cuda.batch_engine(m, slots, ctx)       # the server's canvas batching on the GPU
@@ -38,16 +38,17 @@ def _module():
 def load_engine(model):
     """The _cuda.Model for a diffrt.Model opened with device="cuda"."""
     ct = getattr(model, "requested_compute_type", "auto")
-    if ct not in ("auto", "f32", "bf16", "int8"):
-        raise ValueError(f"device='cuda': compute_type must be 'auto', 'f32', 'bf16' or 'int8', got {ct!r}")
+    if ct not in ("auto", "f32", "bf16", "int8", "int8-w8a16"):
+        raise ValueError(
+            f"device='cuda': compute_type must be 'auto', 'f32', 'bf16', 'int8' or 'int8-w8a16', got {ct!r}")
     return _module().Model.load(model.path, ct)
 
 
 def random_model(config: dict, dtype: str = "bf16", seed: int = 0):
     """A _cuda.Model with random weights of the given shape (keys as Model.config; head_dim /
     n_kv_head may be ints with global_head_dim / n_kv_head_full for the full layers)."""
-    if dtype not in ("f32", "bf16", "int8"):
-        raise ValueError(f"dtype must be 'f32', 'bf16' or 'int8', got {dtype!r}")
+    if dtype not in ("f32", "bf16", "int8", "int8-w8a16"):
+        raise ValueError(f"dtype must be 'f32', 'bf16', 'int8' or 'int8-w8a16', got {dtype!r}")
     return _module().random_model(dict(config), dtype, int(seed))
 
 

@@ -68,6 +68,16 @@ def q8(w) -> np.ndarray:
     return (q * s).astype(np.float32)
 
 
+def q8_act(x) -> np.ndarray:
+    """The values int8 activations stand for in the W8A8 GEMMs (the CPU's rule): per row amax / 127,
+    q = round-half-even(x * (127 / amax)) clamped to ±127, value q * (amax / 127)."""
+    x = np.ascontiguousarray(x, np.float32)
+    amax = np.abs(x).max(1, keepdims=True).astype(np.float32)
+    inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    q = np.clip(np.rint((x * inv).astype(np.float32)), -127, 127).astype(np.float32)
+    return (q * (amax / np.float32(127))).astype(np.float32)
+
+
 def gelu(x):
     return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
@@ -105,20 +115,25 @@ def test_load_cuda_without_gpu_is_a_clear_error(converted):
 @gpu
 @needs_gpu
 @pytest.mark.parametrize("M,N,K", [(1, 5, 3), (37, 70, 45), (130, 64, 200)])
-@pytest.mark.parametrize("dtype", ["f32", "bf16", "int8"])
+@pytest.mark.parametrize("dtype", ["f32", "bf16", "int8", "int8-w8a8"])
 @pytest.mark.parametrize("kn", [False, True])
 def test_gemm(M, N, K, dtype, kn):
     from diffrt._cuda import _kernels as ck
 
     rng = np.random.default_rng(M * 1000 + N + K)
     x = rng.standard_normal((M, K)).astype(np.float32)
+    x[0] = 0.0  # an all-zero row: scale 0, output 0 (no division by zero)
     w = rng.standard_normal((K, N) if kn else (N, K)).astype(np.float32)
-    wv = {"f32": w, "bf16": bf16(w), "int8": q8(w)}[dtype].astype(np.float64)
+    wv = {"f32": w, "bf16": bf16(w), "int8": q8(w), "int8-w8a8": q8(w)}[dtype].astype(np.float64)
     ref = x.astype(np.float64) @ (wv if kn else wv.T)
-    y = ck.gemm(x, w, dtype, kn, False)
+    y = ck.gemm(x, w, dtype, kn, False)  # no tensor cores: f32 activations whatever the weights
     assert y.shape == (M, N) and np.isfinite(y).all()
     assert rel_max(y, ref) <= OP_TOL
-    if dtype != "f32":  # tensor cores: weights and activations in bf16, f32 accumulation
+    if dtype == "int8-w8a8" and not kn:  # int8 tensor cores: activations int8 per row, exact int32 sums
+        y = ck.gemm(x, w, dtype, kn, True)
+        ref = q8_act(x).astype(np.float64) @ wv.T
+        assert np.isfinite(y).all() and rel_max(y, ref) <= 1e-5
+    elif dtype != "f32":  # tensor cores: weights and activations in bf16, f32 accumulation (KN: W8A16)
         y = ck.gemm(x, w, dtype, kn, True)
         wb = bf16(wv.astype(np.float32)).astype(np.float64)
         ref = bf16(x).astype(np.float64) @ (wb if kn else wb.T)
@@ -209,7 +224,8 @@ def test_router_topk():
 
 @gpu
 @needs_gpu
-@pytest.mark.parametrize("dtype,tc", [("f32", False), ("bf16", False), ("bf16", True), ("int8", False), ("int8", True)])
+@pytest.mark.parametrize("dtype,tc", [("f32", False), ("bf16", False), ("bf16", True), ("int8", False), ("int8", True),
+                                      ("int8-w8a8", True)])
 def test_grouped_experts(dtype, tc):
     from diffrt._cuda import _kernels as ck
 
@@ -221,24 +237,26 @@ def test_grouped_experts(dtype, tc):
     w = rng.uniform(0.1, 1.0, (M, K)).astype(np.float32)
     gu = (rng.standard_normal((E * 2 * Ie, H)) * 0.2).astype(np.float32)
     dn = (rng.standard_normal((E * H, Ie)) * 0.2).astype(np.float32)
-    gq, dq = {"f32": (gu, dn), "bf16": (bf16(gu), bf16(dn)), "int8": (q8(gu), q8(dn))}[dtype]
-    if tc:
+    a8 = dtype == "int8-w8a8"
+    gq, dq = {"f32": (gu, dn), "bf16": (bf16(gu), bf16(dn))}.get(dtype, (q8(gu), q8(dn)))
+    if tc and not a8:
         gq, dq = bf16(gq), bf16(dq)
-    xs = bf16(x) if tc else x
+    act = q8_act if a8 else bf16 if tc else (lambda v: v)  # what the kernel feeds each GEMM
+    xs = act(x)
     ref = np.zeros((M, H))
     for t in range(M):
         for s in range(K):
             e = idx[t, s]
             a = gq[e * 2 * Ie:(e + 1) * 2 * Ie].astype(np.float64) @ xs[t].astype(np.float64)
             h = gelu(a[:Ie]) * a[Ie:]
-            if tc:
-                h = bf16(h.astype(np.float32)).astype(np.float64)
+            h = act(h.astype(np.float32)[None])[0].astype(np.float64)
             ref[t] += w[t, s] * (dq[e * H:(e + 1) * H].astype(np.float64) @ h)
     out = ck.grouped_experts(x, idx, w, gu, dn, E, Ie, dtype, tc)
     assert np.isfinite(out).all()
-    # tensor cores round the gelu output h to bf16 inside the kernel from an f32 value; the reference
-    # rounds its float64 h, so single elements can land one bf16 ulp apart: 1e-2, not 1e-5.
-    assert rel_max(out, ref) <= (1e-2 if tc else 1e-5)
+    # tensor cores round (or quantize) the gelu output h inside the kernel from an f32 value; the
+    # reference rounds its float64 h, so single elements can land one bf16 ulp (one int8 step) apart:
+    # 1e-2 (int8: 2e-2), not 1e-5.
+    assert rel_max(out, ref) <= (2e-2 if a8 else 1e-2 if tc else 1e-5)
 
 
 @gpu
@@ -348,9 +366,10 @@ def test_session_bf16_model(converted):
 
 @gpu
 @needs_gpu
-def test_session_int8(converted):
-    cpu_m, gpu_m = _engines(converted("default"), "int8")
-    assert gpu_m.compute_type == "int8"
+@pytest.mark.parametrize("ct", ["int8", "int8-w8a16"])
+def test_session_int8(converted, ct):
+    cpu_m, gpu_m = _engines(converted("default"), ct)
+    assert gpu_m.compute_type == ct
     for label, a, b in _run_both(cpu_m, gpu_m, [12, 21]):
         assert np.isfinite(b).all() and rel_norm(b, a) <= LOGITS_INT8_TOL, (label, rel_norm(b, a))
 

@@ -78,8 +78,9 @@ struct DevMatrix {
   std::unique_ptr<Dev> f32, b16, q8, scale;
   kc::DMatrix m;
   DevMatrix(const float* host, int64_t rows, int64_t cols, const std::string& dtype) {
-    need(dtype == "f32" || dtype == "bf16" || dtype == "int8", "dtype must be 'f32', 'bf16' or 'int8'");
-    if (dtype == "int8") {
+    need(dtype == "f32" || dtype == "bf16" || dtype == "int8" || dtype == "int8-w8a8",
+         "dtype must be 'f32', 'bf16', 'int8' (W8A16) or 'int8-w8a8'");
+    if (dtype == "int8" || dtype == "int8-w8a8") {
       std::vector<int8_t> q(static_cast<size_t>(rows * cols));
       std::vector<float> sc(static_cast<size_t>(rows));
       kc::quantize_rows_i8(host, rows, cols, q.data(), sc.data());
@@ -91,6 +92,7 @@ struct DevMatrix {
       m.type = kc::WType::I8;
       m.data = q8->p;
       m.scale = scale->as<float>();
+      m.a8 = dtype == "int8-w8a8";
       return;
     }
     f32 = std::make_unique<Dev>(host, sizeof(float) * rows * cols);
@@ -127,8 +129,8 @@ void register_cuda_kernels(nb::module_& parent) {
       mat.ld = N;
       mat.kn = true;
     }
-    Dev dy(sizeof(float) * M * N);
-    kc::gemm(nullptr, dx->as<float>(), K, M, mat, dy.as<float>(), N, tensor_cores);
+    Dev dy(sizeof(float) * M * N), amax(sizeof(float) * M);
+    kc::gemm(nullptr, dx->as<float>(), K, M, mat, dy.as<float>(), N, tensor_cores, amax.as<float>());
     auto y = zeros_array<float>({size_t(M), size_t(N)});
     dy.get(y.data());
     return y;
@@ -254,7 +256,8 @@ void register_cuda_kernels(nb::module_& parent) {
     Dev count(sizeof(int32_t) * E), offset(sizeof(int32_t) * (E + 1)), cursor(sizeof(int32_t) * E);
     Dev slot_of(sizeof(int32_t) * slots), pos_of(sizeof(int32_t) * slots);
     Dev tiles(sizeof(int32_t) * (2 * kc::moe_max_tiles(slots, E) + 1));
-    Dev xg(sizeof(float) * slots * H), hg(sizeof(float) * slots * 2 * Ie), yg(sizeof(float) * slots * H);
+    Dev xg(sizeof(float) * slots * H), hg(sizeof(float) * slots * 2 * Ie), yg(sizeof(float) * slots * H),
+        amax(sizeof(float) * slots);
     kc::MoeScratch s;
     s.count = count.as<int32_t>();
     s.offset = offset.as<int32_t>();
@@ -265,6 +268,7 @@ void register_cuda_kernels(nb::module_& parent) {
     s.xg = xg.as<float>();
     s.hg = hg.as<float>();
     s.yg = yg.as<float>();
+    s.amax = amax.as<float>();
     Dev dout(sizeof(float) * M * H);
     kc::grouped_experts(nullptr, dx->as<float>(), H, M, H, didx->as<int32_t>(), dw->as<float>(), K, E, Ie, gu.m, dn.m,
                         s, dout.as<float>(), H, tensor_cores);

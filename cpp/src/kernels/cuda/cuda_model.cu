@@ -77,6 +77,7 @@ DMatrix kn_view(const DMatrix& e) {
   m.k = e.n;
   m.ld = e.ld;
   m.kn = true;
+  m.a8 = false;  // the self-conditioning product stays W8A16, as on the CPU
   return m;
 }
 
@@ -94,8 +95,9 @@ void check_device() {
 
 std::string resolve(const std::string& requested, bool bf16_file) {
   if (requested == "auto") return bf16_file ? "bf16" : "f32";
-  if (requested == "f32" || requested == "bf16" || requested == "int8") return requested;
-  throw InvalidArgument("CUDA compute_type must be 'auto', 'f32', 'bf16' or 'int8', got '" + requested + "'");
+  if (requested == "f32" || requested == "bf16" || requested == "int8" || requested == "int8-w8a16") return requested;
+  throw InvalidArgument("CUDA compute_type must be 'auto', 'f32', 'bf16', 'int8' or 'int8-w8a16', got '" + requested +
+                        "'");
 }
 
 }  // namespace
@@ -114,9 +116,9 @@ void* DeviceModel::alloc(size_t bytes) {
 
 DMatrix DeviceModel::new_matrix(int64_t n, int64_t k, bool f32) {
   DMatrix m;
-  m.type = (f32 || compute_type_ == "f32") ? kc::WType::F32
-           : compute_type_ == "int8"         ? kc::WType::I8
-                                             : kc::WType::BF16;
+  const bool i8 = compute_type_ == "int8" || compute_type_ == "int8-w8a16";
+  m.type = (f32 || compute_type_ == "f32") ? kc::WType::F32 : i8 ? kc::WType::I8 : kc::WType::BF16;
+  m.a8 = m.type == kc::WType::I8 && compute_type_ == "int8";
   m.n = n;
   m.k = k;
   m.ld = k;

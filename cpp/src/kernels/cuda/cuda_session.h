@@ -84,6 +84,7 @@ class CudaSession final : public Session {
 
   dg::Activations a_;  // [M = batch * L][width]
   float* scores_;      // attention scores
+  float* act_amax_;    // [M * top_k] per-row activation scales of the W8A8 GEMMs
   kernels::cuda::MoeScratch moe_;
   float* sc_;          // [M][V] processed logits of the last step (the next self-conditioning)
   float* h_logits_ = nullptr;     // pinned host copy of the logits (denoise())

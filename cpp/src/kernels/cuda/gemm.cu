@@ -2,9 +2,14 @@
 //  - SIMT kernel (any weight type, f32 activations): 64x64 output tile per 256-thread block, K in
 //    steps of 16 through shared memory, 4x4 outputs per thread. Exact f32 products, the reference.
 //  - Tensor-core kernel (bf16 weights, activations rounded to bf16, f32 accumulation) via WMMA
-//    16x16x16 fragments: 64x64 tile per 4-warp block, each warp 32x32. Used for compute type bf16.
+//    16x16x16 fragments: 64x64 tile per 4-warp block, each warp 32x32. Used for compute type bf16
+//    and for int8 weights with bf16 activations (W8A16).
+//  - Int8 tensor-core kernel (W8A8): the same tiling with s8 fragments and int32 accumulation;
+//    activations quantized per row on the way into shared memory from a row-amax pass.
 #include <cuda_bf16.h>
 #include <mma.h>
+
+#include <climits>
 
 #include "kernels/cuda/common.cuh"
 
@@ -219,6 +224,107 @@ __global__ void __launch_bounds__(TC ? 128 : 256) grouped_gemm_kernel(const floa
                  int64_t(blockIdx.x) * BN);
 }
 
+// Int8 tensor-core tile (W8A8): A quantized per row with the CPU's rule (amax[m] / 127, round half
+// to even, clamp ±127) into shared memory, W int8 NK, int32 accumulation; C = acc · (amax/127) · scale.
+__device__ void i8_tile(const float* __restrict__ A, int64_t lda, int64_t M, const float* __restrict__ amax,
+                        const int8_t* __restrict__ W, const float* __restrict__ scale, int64_t N, int64_t K,
+                        int64_t ldw, float* __restrict__ C, int64_t ldc, int64_t m0, int64_t n0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using namespace nvcuda;
+  constexpr int LDS = TBK + 16;  // int8 rows: 48 bytes, a multiple of 16 as WMMA needs
+  __shared__ __align__(32) signed char As[BM][LDS];
+  __shared__ __align__(32) signed char Bs[BN][LDS];
+  __shared__ __align__(32) int Cs[BM][BN + 4];
+  __shared__ float inv_a[BM];
+  const int tid = threadIdx.x, warp = tid / 32, wm = warp / 2, wn = warp % 2;
+  for (int i = tid; i < BM; i += blockDim.x) {
+    const float am = m0 + i < M ? amax[m0 + i] : 0.f;
+    inv_a[i] = am > 0.f ? 127.f / am : 0.f;
+  }
+  wmma::fragment<wmma::accumulator, 16, 16, 16, int> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0);
+  const bool vec_w = (ldw % 8 == 0) && (reinterpret_cast<uintptr_t>(W) % 8 == 0);
+  __syncthreads();
+  for (int64_t k0 = 0; k0 < K; k0 += TBK) {
+    for (int i = tid; i < BM * TBK; i += blockDim.x) {
+      const int m = i / TBK, kk = i % TBK;
+      const int64_t gm = m0 + m, gk = k0 + kk;
+      int q = 0;
+      if (gm < M && gk < K) q = min(127, max(-127, __float2int_rn(A[gm * lda + gk] * inv_a[m])));
+      As[m][kk] = static_cast<signed char>(q);
+    }
+    for (int i = tid; i < BN * TBK / 8; i += blockDim.x) {
+      const int n = i / (TBK / 8), kq = (i % (TBK / 8)) * 8;
+      const int64_t gn = n0 + n, gk = k0 + kq;
+      if (vec_w && gn < N && gk + 7 < K) {
+        *reinterpret_cast<uint2*>(&Bs[n][kq]) = *reinterpret_cast<const uint2*>(W + gn * ldw + gk);
+      } else {
+        for (int u = 0; u < 8; ++u) Bs[n][kq + u] = (gn < N && gk + u < K) ? W[gn * ldw + gk + u] : 0;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < TBK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, signed char, wmma::row_major> a[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, signed char, wmma::col_major> b[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &As[wm * 32 + i * 16][kk], LDS);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], &Bs[wn * 32 + j * 16][kk], LDS);
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], BN + 4, wmma::mem_row_major);
+  __syncthreads();
+  for (int i = tid; i < BM * BN; i += blockDim.x) {
+    const int m = i / BN, n = i % BN;
+    const int64_t gm = m0 + m, gn = n0 + n;
+    if (gm < M && gn < N) C[gm * ldc + gn] = float(Cs[m][n]) * (amax[gm] / 127.f) * scale[gn];
+  }
+#elif defined(__CUDA_ARCH__)
+  __trap();  // never launched below sm_80 (tensor_cores_usable())
+#endif
+}
+
+__global__ void __launch_bounds__(128) i8_gemm_kernel(const float* A, int64_t lda, int64_t M, const float* amax,
+                                                      const int8_t* W, const float* scale, int64_t N, int64_t K,
+                                                      int64_t ldw, float* C, int64_t ldc) {
+  i8_tile(A, lda, M, amax, W, scale, N, K, ldw, C, ldc, int64_t(blockIdx.x) * BM, int64_t(blockIdx.y) * BN);
+}
+
+__global__ void __launch_bounds__(128) grouped_i8_kernel(const float* A, int64_t lda, const float* amax,
+                                                         const int8_t* W, const float* scale, int64_t N, int64_t K,
+                                                         int64_t ldw, const int32_t* offset, const int32_t* tiles,
+                                                         float* C, int64_t ldc) {
+  const int t = blockIdx.y;
+  if (t >= tiles[0]) return;
+  const int e = tiles[1 + 2 * t], m0 = tiles[2 + 2 * t];
+  const int64_t base = offset[e], rows = offset[e + 1] - base;
+  i8_tile(A + base * lda, lda, rows, amax + base, W + int64_t(e) * N * ldw, scale + int64_t(e) * N, N, K, ldw,
+          C + base * ldc, ldc, m0, int64_t(blockIdx.x) * BN);
+}
+
+// amax[m] = max |x[m][0:K]| (one block per row): the W8A8 activation scales.
+__global__ void row_amax_kernel(const float* x, int64_t ldx, int64_t K, float* amax) {
+  __shared__ float sh[32];
+  const float* row = x + int64_t(blockIdx.x) * ldx;
+  float m = 0.f;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(row[k]));
+  m = block_max(m, sh);
+  if (threadIdx.x == 0) amax[blockIdx.x] = m;
+}
+
 // bf16 WMMA needs sm_80+; older GPUs take the SIMT kernel (f32 activations) instead.
 bool tensor_cores_usable() {
   static const bool ok = [] {
@@ -232,10 +338,24 @@ bool tensor_cores_usable() {
   return ok;
 }
 
+// W8A8 applies to an a8 NK int8 matrix when the tensor cores may be used.
+bool use_w8a8(const DMatrix& w, bool allow_bf16_act, float* act_amax) {
+  if (!(w.type == WType::I8 && w.a8 && !w.kn && allow_bf16_act && tensor_cores_usable())) return false;
+  if (!act_amax) throw CudaError("cuda::gemm: W8A8 weights need an activation-scale buffer");
+  return true;
+}
+
+void row_amax(cudaStream_t st, const float* x, int64_t ldx, int64_t rows, int64_t K, float* amax) {
+  if (rows <= 0) return;
+  if (rows > int64_t(INT_MAX)) throw CudaError("cuda::row_amax: too many rows");
+  row_amax_kernel<<<unsigned(rows), kBlock, 0, st>>>(x, ldx, K, amax);
+  DIFFRT_CUDA_LAUNCHED("cuda::row_amax");
+}
+
 }  // namespace
 
 void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix& w, float* y, int64_t ldy,
-          bool allow_bf16_act) {
+          bool allow_bf16_act, float* act_amax) {
   if (M <= 0 || w.n <= 0) return;
   // blockIdx.x runs over the row tiles of x: the blocks that read the same weight tile are launched
   // next to each other, so the weights come from HBM once and from L2 for the other row tiles.
@@ -243,7 +363,11 @@ void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix
   if (grid.y > 65535) throw CudaError("cuda::gemm: N too large for one launch");
   const bool tc = allow_bf16_act && w.type != WType::F32 && tensor_cores_usable();
   if (w.type == WType::I8 && !w.scale) throw CudaError("cuda::gemm: int8 weights without scales");
-  if (w.type == WType::BF16) {
+  if (use_w8a8(w, allow_bf16_act, act_amax)) {
+    row_amax(st, x, ldx, M, w.k, act_amax);
+    i8_gemm_kernel<<<grid, 128, 0, st>>>(x, ldx, M, act_amax, static_cast<const int8_t*>(w.data), w.scale, w.n, w.k,
+                                         w.ld, y, ldy);
+  } else if (w.type == WType::BF16) {
     const auto* W = static_cast<const uint16_t*>(w.data);
     if (tc)
       wmma_gemm_kernel<uint16_t><<<grid, 128, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, y, ldy);
@@ -264,14 +388,18 @@ void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix
 
 void grouped_gemm(cudaStream_t st, const float* x, int64_t ldx, const DMatrix& w_all, int64_t n_per_expert,
                   const int32_t* offset, const int32_t* tiles, int64_t max_tiles, float* y, int64_t ldy,
-                  bool allow_bf16_act) {
+                  bool allow_bf16_act, int64_t n_rows, float* act_amax) {
   if (max_tiles <= 0) return;
   if (max_tiles > 65535) throw CudaError("cuda::grouped_gemm: too many tiles for one launch");
   const dim3 grid(unsigned((n_per_expert + BN - 1) / BN), unsigned(max_tiles));
   const bool tc = allow_bf16_act && w_all.type != WType::F32 && tensor_cores_usable();
   if (w_all.type == WType::I8 && !w_all.scale) throw CudaError("cuda::grouped_gemm: int8 weights without scales");
   const int64_t N = n_per_expert, K = w_all.k, ld = w_all.ld;
-  if (w_all.type == WType::BF16) {
+  if (use_w8a8(w_all, allow_bf16_act, act_amax)) {
+    row_amax(st, x, ldx, n_rows, K, act_amax);
+    grouped_i8_kernel<<<grid, 128, 0, st>>>(x, ldx, act_amax, static_cast<const int8_t*>(w_all.data), w_all.scale, N,
+                                            K, ld, offset, tiles, y, ldy);
+  } else if (w_all.type == WType::BF16) {
     const auto* W = static_cast<const uint16_t*>(w_all.data);
     if (tc)
       grouped_gemm_kernel<uint16_t, true><<<grid, 128, 0, st>>>(x, ldx, W, nullptr, N, K, ld, offset, tiles, y, ldy);

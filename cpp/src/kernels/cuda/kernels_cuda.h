@@ -28,14 +28,17 @@ enum class WType : int { F32 = 0, BF16 = 1, I8 = 2 };
 
 // A device weight matrix. NK (default): W[n][k], row stride ld (= k when dense) -> y = x · Wᵀ.
 // KN (kn = true): B[k][n], row stride ld (= n) -> y = x · B.
-// I8 (compute type int8, W8A16): value = q * scale[stored row] (scale [n] for NK, [k] for KN);
-// the tensor-core kernel dequantizes to bf16 in shared memory, activations are bf16.
+// I8: value = q * scale[stored row] (scale [n] for NK, [k] for KN). W8A16 (a8 false, and every KN
+// matrix): the tensor-core kernel dequantizes to bf16 in shared memory, activations are bf16. W8A8
+// (a8, NK): activations are quantized per row to int8 as on the CPU (amax / 127, round half to
+// even), int8 tensor cores accumulate in int32, y = acc * (amax_m / 127) * scale[n].
 struct DMatrix {
   WType type = WType::F32;
   const void* data = nullptr;
   int64_t n = 0, k = 0, ld = 0;
   bool kn = false;
   const float* scale = nullptr;  // I8 only
+  bool a8 = false;               // I8 NK: W8A8 (int8 activations) with the tensor-core kernel
   size_t elem_bytes() const { return type == WType::BF16 ? 2 : type == WType::I8 ? 1 : 4; }
   // Rows [first, first + count) of an NK matrix.
   DMatrix rows(int64_t first, int64_t count) const {
@@ -50,17 +53,19 @@ struct DMatrix {
 void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* q, float* scale);
 
 // ---- GEMM ---------------------------------------------------------------------------------------
-// y[m][0:N] = x[m][0:K] · Wᵀ (x · B for KN). allow_bf16_act: bf16 weights may use the tensor-core
-// kernel, which rounds x to bf16 (the "bf16" compute type); otherwise activations stay f32.
+// y[m][0:N] = x[m][0:K] · Wᵀ (x · B for KN). allow_bf16_act: bf16 / int8 weights may use the
+// tensor-core kernels, which round x to bf16 (W8A16) or quantize it to int8 (a8 matrices: W8A8);
+// otherwise activations stay f32. act_amax: scratch of M floats, needed by W8A8.
 void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix& w, float* y, int64_t ldy,
-          bool allow_bf16_act = false);
+          bool allow_bf16_act = false, float* act_amax = nullptr);
 
 // Grouped by expert (used by grouped_experts): expert e multiplies rows [offset[e], offset[e+1]) of
 // x by rows [e*n_per_expert, (e+1)*n_per_expert) of the NK matrix w_all; tiles is the device list
-// [count, (expert, first row)...] of at most max_tiles BM-row tiles (gemm_tile_rows()).
+// [count, (expert, first row)...] of at most max_tiles BM-row tiles (gemm_tile_rows()). n_rows: rows
+// of x in all (the W8A8 row scales, act_amax [n_rows]).
 void grouped_gemm(cudaStream_t st, const float* x, int64_t ldx, const DMatrix& w_all, int64_t n_per_expert,
                   const int32_t* offset, const int32_t* tiles, int64_t max_tiles, float* y, int64_t ldy,
-                  bool allow_bf16_act);
+                  bool allow_bf16_act, int64_t n_rows = 0, float* act_amax = nullptr);
 int64_t gemm_tile_rows();
 
 // ---- elementwise / normalisation ----------------------------------------------------------------
@@ -121,6 +126,7 @@ struct MoeScratch {
   float* xg = nullptr;         // [M * top_k][H]
   float* hg = nullptr;         // [M * top_k][2 I_e]
   float* yg = nullptr;         // [M * top_k][H]
+  float* amax = nullptr;       // [M * top_k]  W8A8 row scales
 };
 int64_t moe_max_tiles(int64_t n_slots, int E);
 // out[t] = Σ_k weight[t,k] · down_e(gelu(gate_e(x[t])) * up_e(x[t])), summed in ascending expert order.

@@ -154,9 +154,10 @@ void grouped_experts(cudaStream_t st, const float* x, int64_t ldx, int64_t M, in
   DIFFRT_CUDA_LAUNCHED("cuda::moe_gather");
   const int64_t max_tiles = moe_max_tiles(n_slots, E);
   grouped_gemm(st, s.xg, H, gate_up, 2 * int64_t(I_e), s.offset, s.tiles, max_tiles, s.hg, 2 * int64_t(I_e),
-               allow_bf16_act);
+               allow_bf16_act, n_slots, s.amax);
   gelu_tanh_mul(st, s.hg, 2 * int64_t(I_e), s.hg + I_e, 2 * int64_t(I_e), n_slots, I_e, s.hg, 2 * int64_t(I_e));
-  grouped_gemm(st, s.hg, 2 * int64_t(I_e), down, H, s.offset, s.tiles, max_tiles, s.yg, H, allow_bf16_act);
+  grouped_gemm(st, s.hg, 2 * int64_t(I_e), down, H, s.offset, s.tiles, max_tiles, s.yg, H, allow_bf16_act, n_slots,
+               s.amax);
   moe_combine_kernel<<<unsigned(M), kBlock, 0, st>>>(s.yg, H, top_k, idx, weight, s.pos_of, out, ldo);
   DIFFRT_CUDA_LAUNCHED("cuda::moe_combine");
 }
