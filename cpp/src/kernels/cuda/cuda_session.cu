@@ -71,7 +71,6 @@ CudaSession::CudaSession(std::shared_ptr<const DeviceModel> model, int batch, in
     a_.probs = take<float>(M * V);
     a_.logits = take<float>(M * V);
     sc_ = take<float>(M * V);
-    DIFFRT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_logits_), sizeof(float) * M * V));
     const auto& layers = model_->w.layers;
     int64_t max_row = 0;
     int hd_of[2] = {0, 0};
@@ -310,6 +309,8 @@ const float* CudaSession::denoise(const int32_t* canvas, const float* self_cond)
   const int L = c.canvas_length, V = c.n_vocab;
   const size_t M = size_t(batch_) * L;
   check_room(canvas, "denoise");
+  if (!h_logits_)  // only denoise() brings [B, L, V] logits to the host: pinned on first use
+    DIFFRT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_logits_), sizeof(float) * M * V));
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(tok_, canvas, sizeof(int32_t) * M, cudaMemcpyHostToDevice, st_));
   if (self_cond)
     DIFFRT_CUDA_CHECK(cudaMemcpyAsync(a_.probs, self_cond, sizeof(float) * M * V, cudaMemcpyHostToDevice, st_));

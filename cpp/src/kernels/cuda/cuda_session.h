@@ -1,7 +1,7 @@
 // The CUDA Session (implements diffrt/session.h on the GPU): the KV cache and every activation
-// buffer are cudaMalloc'd at creation; encode()/denoise() launch kernels on the session's stream
-// and allocate nothing. denoise() returns logits in a pinned host buffer (the Session contract),
-// so the C++ generation loop (runtime/generate.cpp) runs unchanged on GPU passes.
+// buffer are cudaMalloc'd at creation; encode()/step() launch kernels on the session's stream and
+// allocate nothing. denoise() (parity tests, the low-level API) returns logits in a pinned host
+// buffer made by its first call.
 //
 // The device hot path (cuda_step.cu): step() runs a whole denoising step on the device — decoder
 // pass on the device canvas (self-conditioned per row), token stats, acceptance and renoise with the
@@ -87,7 +87,7 @@ class CudaSession final : public Session {
   float* act_amax_;    // [M * top_k] per-row activation scales of the W8A8 GEMMs
   kernels::cuda::MoeScratch moe_;
   float* sc_;          // [M][V] processed logits of the last step (the next self-conditioning)
-  float* h_logits_ = nullptr;     // pinned host copy of the logits (denoise())
+  float* h_logits_ = nullptr;     // pinned host copy of the logits (denoise(), allocated by its first call)
   std::vector<float*> kc_, vc_;   // per layer, [batch][kv][cap][hd]
   std::vector<int> cap_;
   std::vector<int64_t> row_stride_;
