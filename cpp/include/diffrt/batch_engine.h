@@ -86,7 +86,6 @@ class BatchEngine {
   // per-tick buffers, allocated once: [B, L] (init_: [L])
   std::vector<int32_t> commit_, draft_, init_;
   std::vector<RowStep> rows_;
-  std::vector<int> enc_rows_;
   std::vector<BatchEvent> events_;
 };
 

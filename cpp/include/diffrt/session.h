@@ -33,8 +33,9 @@ struct RowStep {
   const int32_t* tape_renoise = nullptr;  // [L]
 };
 
-// Host views of the session's step state, valid until its next call: canvas, argmax and accepted
-// are [batch, L], mean_entropy [batch]; pass_s / sample_s time the last step's two halves.
+// Host views of the session's step state, valid until the next step() (start_canvas(row) changes
+// that row): canvas, argmax and accepted are [batch, L], mean_entropy [batch]; pass_s / sample_s
+// time the step's pass and sampler (a backend that runs both together reports all in pass_s).
 struct StepView {
   const int32_t* canvas = nullptr;
   const int32_t* argmax = nullptr;
@@ -48,6 +49,7 @@ class Session {
   static std::unique_ptr<Session> create(std::shared_ptr<const Model> model, int batch, int max_context);
   virtual ~Session() = default;
 
+  virtual const ModelConfig& config() const = 0;  // the model's
   virtual int batch() const = 0;
   virtual int max_context() const = 0;
   virtual int n_cached(int row) const = 0;

@@ -41,6 +41,10 @@ BatchEngine::BatchEngine(std::shared_ptr<const Model> model, std::unique_ptr<Ses
     : model_(std::move(model)), S_(std::move(session)), self_cond_bf16_(self_cond_bf16) {
   const ModelConfig& cfg = model_->config();
   if (!S_) bad("BatchEngine: no session");
+  const ModelConfig& sc = S_->config();
+  if (sc.canvas_length != cfg.canvas_length || sc.n_vocab != cfg.n_vocab)
+    bad("BatchEngine: the session belongs to a model of another shape (canvas " + std::to_string(sc.canvas_length) +
+        ", vocabulary " + std::to_string(sc.n_vocab) + ")");
   B_ = S_->batch();
   L_ = cfg.canvas_length;
   V_ = cfg.n_vocab;
@@ -50,7 +54,6 @@ BatchEngine::BatchEngine(std::shared_ptr<const Model> model, std::unique_ptr<Ses
   draft_.assign(BL, 0);
   init_.assign(size_t(L_), 0);
   rows_.assign(B_, RowStep{});
-  enc_rows_.assign(B_, 0);
   slot_.resize(B_);
   events_.reserve(size_t(3) * B_);
 }
@@ -155,7 +158,6 @@ void BatchEngine::tick() {
   const StepView v = S_->step(rows_.data(), self_cond_bf16_);
 
   // ---- per row: stop, commit ----
-  int n_enc = 0;
   for (int r = 0; r < B_; ++r) {
     Slot& s = slot_[r];
     if (!s.active) continue;
@@ -183,12 +185,12 @@ void BatchEngine::tick() {
       finish(r, false);
       continue;
     }
-    enc_rows_[n_enc++] = r;  // the commit enters this row's cache before its next canvas
+    // The commit enters this row's cache (a pass of its own: the same shape as in generate()
+    // alone) before the row moves on, so a failure cannot leave a row on a canvas without it.
+    S_->encode(row, 1, L_, &r);
     ++s.c;
     start_canvas(r);
   }
-  // Rows encoded one at a time: each row's pass then has the same shape as in generate() alone.
-  for (int e = 0; e < n_enc; ++e) S_->encode(&commit_[size_t(enc_rows_[e]) * L_], 1, L_, &enc_rows_[e]);
 }
 
 }  // namespace diffrt

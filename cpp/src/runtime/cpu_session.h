@@ -14,6 +14,7 @@ class CpuSession final : public Session {
  public:
   CpuSession(std::shared_ptr<const dg::DiffusionGemma> model, int batch, int max_context);
 
+  const ModelConfig& config() const override { return model_->config(); }
   int batch() const override { return batch_; }
   int max_context() const override { return max_context_; }
   int n_cached(int row) const override;

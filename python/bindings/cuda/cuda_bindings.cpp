@@ -198,8 +198,7 @@ void register_cuda_engine(nb::module_& m) {
             p.self_cond = self_cond;
             p.round_sc_bf16 = round_sc_bf16;
             nb::gil_scoped_release nogil;
-            s.s->set_use_graph(graph);
-            s.s->step_all(p);
+            s.s->step_all(p, graph);
           },
           nb::arg("canvas"), nb::arg("step"), nb::arg("temperature"), nb::arg("seed"), nb::arg("entropy_bound"),
           nb::arg("self_cond"), nb::arg("round_sc_bf16") = false, nb::arg("graph") = false,
@@ -239,8 +238,7 @@ void register_cuda_engine(nb::module_& m) {
             p.entropy_bound = entropy_bound;
             p.self_cond = true;
             nb::gil_scoped_release nogil;
-            s.s->set_use_graph(graph);
-            return s.s->time_steps(n, p);
+            return s.s->time_steps(n, p, graph);
           },
           nb::arg("n"), nb::arg("temperature") = 0.8f, nb::arg("seed") = 0, nb::arg("entropy_bound") = 0.1,
           nb::arg("graph") = true, "Mean ms per self-conditioned device step over n steps (after a warm-up step).")

@@ -149,11 +149,12 @@ def answer(model, prompt_ids, args, out=sys.stdout, err=sys.stderr):
     printer.end()
     if args.verbose and result is not None:
         s = result.stats
+        steps = (f"denoise + sampler {s['denoise_s']:.3f} s on the GPU" if getattr(model, "device", "cpu") == "cuda"
+                 else f"denoise {s['denoise_s']:.3f} s, sampler {s['sampler_s']:.3f} s")
         err.write(
             f"canvases: {len(result.steps)}  steps per canvas: {result.steps}\n"
             f"new tokens: {s['new_tokens']}  total: {s['total_s']:.3f} s  {s['tokens_per_s']:.1f} tokens/s  "
-            f"(prefill {s['prefill_s']:.3f} s, denoise {s['denoise_s']:.3f} s, sampler {s['sampler_s']:.3f} s)  "
-            f"seed: {s['seed']}\n"
+            f"(prefill {s['prefill_s']:.3f} s, {steps})  seed: {s['seed']}\n"
         )
     return result, printer.text
 

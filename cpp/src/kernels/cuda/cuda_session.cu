@@ -119,6 +119,14 @@ CudaSession::CudaSession(std::shared_ptr<const DeviceModel> model, int batch, in
     h_accepted_ = take_host<uint8_t>(M);
     h_mean_H_ = take_host<float>(batch);
     all_rows_.resize(size_t(batch));
+    h_rows_ = take_host<int32_t>(batch);
+    h_chunk_ = take_host<int32_t>(M);
+    graph_exec_.assign(2 * size_t(batch), nullptr);
+    // Views of a step with no active row read these before any step wrote them.
+    std::fill_n(h_canvas_, M, 0);
+    std::fill_n(h_amax_, M, 0);
+    std::fill_n(h_accepted_, M, 0);
+    std::fill_n(h_mean_H_, batch, 0.f);
     std::vector<int> ident(static_cast<size_t>(batch));
     for (int r = 0; r < batch; ++r) ident[r] = r;
     DIFFRT_CUDA_CHECK(cudaMemcpy(d_rows_, ident.data(), sizeof(int) * batch, cudaMemcpyHostToDevice));
@@ -273,28 +281,26 @@ void CudaSession::encode(const int32_t* ids, int n_rows, int T, const int* rows)
   const int L = c.canvas_length, V = c.n_vocab;
   check_encode_args(ids, n_rows, T, rows, batch_, max_context_, n_cached_.data(), V);
   if (T == 0) return;
-  std::vector<int> row_list(static_cast<size_t>(n_rows));
-  for (int r = 0; r < n_rows; ++r) row_list[r] = rows ? rows[r] : r;
+  sync();  // the pinned staging below may still feed an earlier copy
+  for (int r = 0; r < n_rows; ++r) h_rows_[r] = rows ? rows[r] : r;
   // On the session's (non-blocking) stream: a legacy-stream copy would not be ordered before its kernels.
-  DIFFRT_CUDA_CHECK(
-      cudaMemcpyAsync(d_enc_rows_, row_list.data(), sizeof(int) * n_rows, cudaMemcpyHostToDevice, st_));
-  std::vector<int32_t> chunk(size_t(n_rows) * L);
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(d_enc_rows_, h_rows_, sizeof(int) * n_rows, cudaMemcpyHostToDevice, st_));
   for (int t0 = 0; t0 < T; t0 += L) {  // chunks of at most L tokens (the workspace holds batch x L)
     const int S = std::min(L, T - t0);
     for (int r = 0; r < n_rows; ++r)
-      std::copy(ids + int64_t(r) * T + t0, ids + int64_t(r) * T + t0 + S, chunk.data() + int64_t(r) * S);
-    DIFFRT_CUDA_CHECK(cudaMemcpyAsync(tok_, chunk.data(), sizeof(int32_t) * n_rows * S, cudaMemcpyHostToDevice, st_));
+      std::copy(ids + int64_t(r) * T + t0, ids + int64_t(r) * T + t0 + S, h_chunk_ + int64_t(r) * S);
+    DIFFRT_CUDA_CHECK(cudaMemcpyAsync(tok_, h_chunk_, sizeof(int32_t) * n_rows * S, cudaMemcpyHostToDevice, st_));
     Ops ops{*this, c, st_, model_->tensor_cores()};
     dg::encode_pass(ops, c, model_->w, a_, tok_, d_enc_rows_, n_rows, S);
     sync();
-    for (int r = 0; r < n_rows; ++r) n_cached_[row_list[r]] += S;
+    for (int r = 0; r < n_rows; ++r) n_cached_[h_rows_[r]] += S;
     upload_n_cached();
   }
 }
 
-void CudaSession::decoder_pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows) {
+void CudaSession::decoder_pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, int n_rows) {
   Ops ops{*this, model_->config(), st_, model_->tensor_cores()};
-  dg::denoise_pass(ops, model_->config(), model_->w, a_, canvas, self_cond, sc_rows, d_rows_, batch_);
+  dg::denoise_pass(ops, model_->config(), model_->w, a_, canvas, self_cond, sc_rows, d_rows_, n_rows);
 }
 
 void CudaSession::check_room(const int32_t* canvas, const char* what) const {
@@ -314,7 +320,7 @@ const float* CudaSession::denoise(const int32_t* canvas, const float* self_cond)
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(tok_, canvas, sizeof(int32_t) * M, cudaMemcpyHostToDevice, st_));
   if (self_cond)
     DIFFRT_CUDA_CHECK(cudaMemcpyAsync(a_.probs, self_cond, sizeof(float) * M * V, cudaMemcpyHostToDevice, st_));
-  decoder_pass(tok_, self_cond ? a_.probs : nullptr, nullptr);
+  decoder_pass(tok_, self_cond ? a_.probs : nullptr, nullptr, batch_);
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_logits_, a_.logits, sizeof(float) * M * V, cudaMemcpyDeviceToHost, st_));
   sync();
   return h_logits_;

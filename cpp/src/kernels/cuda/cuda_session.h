@@ -44,6 +44,7 @@ class CudaSession final : public Session {
   void reset_row(int row) override;
 
   const DeviceModel& model() const { return *model_; }
+  const ModelConfig& config() const override { return model_->config(); }
 
   void start_canvas(int row, const int32_t* tokens) override;
   StepView step(const RowStep* rows, bool self_cond_bf16) override;
@@ -51,13 +52,12 @@ class CudaSession final : public Session {
   // ---- benchmarks and tests ----
   void set_canvas(const int32_t* canvas);               // host [B, L] -> device canvas (and argmax)
   void random_canvas(int canvas_index, uint64_t seed);  // Init stream, as generate()
-  void step_all(const StepParams& p);                   // results stay on the device (read_step)
+  void step_all(const StepParams& p, bool use_graph);  // results stay on the device (read_step)
   // Host copies of the last step's results ([B, L] each; nullptr skips).
   void read_step(int32_t* canvas, int32_t* argmax, float* entropy, uint8_t* accepted, int32_t* sampled,
                  float* logits);
   // Mean wall time of n steps in ms (after one warm-up step), timed with CUDA events.
-  float time_steps(int n, const StepParams& p);
-  void set_use_graph(bool on) { use_graph_ = on; }
+  float time_steps(int n, const StepParams& p, bool use_graph);
   bool graph_used() const { return graph_used_; }
   size_t device_bytes() const { return bytes_; }
 
@@ -67,10 +67,12 @@ class CudaSession final : public Session {
   template <class T>
   T* take_host(size_t n);  // pinned
   struct Ops;  // the op set of models/diffusion_gemma_passes.h on this session's buffers
-  void decoder_pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows);
+  void decoder_pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, int n_rows);
   void upload_rows(const RowStep* rows, bool round_bf16);  // per-row settings and tapes -> device
-  void run_step(bool self_cond);                           // graph replay (captured once) or launches
-  void launch_step(bool self_cond);                        // the work of one step
+  // The step over rows 0..n_rows-1: a graph per (self-conditioning mode, row count), captured on
+  // first use and replayed, or plain launches.
+  void run_step(bool self_cond, int n_rows, bool use_graph);
+  void launch_step(bool self_cond, int n_rows);
   void check_room(const int32_t* canvas, const char* what) const;  // every row; canvas ids if given
   void upload_n_cached();
   void sync();
@@ -106,8 +108,9 @@ class CudaSession final : public Session {
   uint8_t *h_accepted_ = nullptr, *h_sc_rows_ = nullptr;
   std::vector<RowStep> all_rows_;  // step_all's settings
 
-  cudaGraphExec_t graph_exec_[2] = {nullptr, nullptr};  // [any row self-conditioned]
-  bool use_graph_ = true, graph_broken_ = false, graph_used_ = false;
+  int32_t *h_rows_ = nullptr, *h_chunk_ = nullptr;  // encode()'s staging: [batch], [batch * L]
+  std::vector<cudaGraphExec_t> graph_exec_;  // [self_cond * batch + n_rows - 1]
+  bool graph_broken_ = false, graph_used_ = false;
 };
 
 }  // namespace diffrt::cuda

@@ -65,23 +65,23 @@ void CudaSession::upload_rows(const RowStep* rows, bool round_bf16) {
         cudaMemcpyAsync(tape_, h_tape_, sizeof(int32_t) * 2 * batch_ * L, cudaMemcpyHostToDevice, st_));
 }
 
-void CudaSession::launch_step(bool self_cond) {
+void CudaSession::launch_step(bool self_cond, int n_rows) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length, V = c.n_vocab;
-  const int64_t M = int64_t(batch_) * L;
-  decoder_pass(canvas_, self_cond ? sc_ : nullptr, sc_rows_);
+  const int64_t M = int64_t(n_rows) * L, M_all = int64_t(batch_) * L;
+  decoder_pass(canvas_, self_cond ? sc_ : nullptr, sc_rows_, n_rows);
   kc::token_stats(st_, a_.logits, sc_, M, V, L, params_, tape_, amax_, H_, sampled_);
-  kc::accept_renoise(st_, H_, sampled_, batch_, L, V, params_, tape_ + M, accepted_, canvas_, mean_H_);
+  kc::accept_renoise(st_, H_, sampled_, n_rows, L, V, params_, tape_ + M_all, accepted_, canvas_, mean_H_);
 }
 
-void CudaSession::run_step(bool self_cond) {
-  if (!use_graph_ || graph_broken_) return launch_step(self_cond);
-  cudaGraphExec_t& ex = graph_exec_[self_cond ? 1 : 0];
+void CudaSession::run_step(bool self_cond, int n_rows, bool use_graph) {
+  if (!use_graph || graph_broken_) return launch_step(self_cond, n_rows);
+  cudaGraphExec_t& ex = graph_exec_[size_t(self_cond ? 1 : 0) * batch_ + size_t(n_rows - 1)];
   if (!ex) {
     cudaGraph_t graph = nullptr;
     DIFFRT_CUDA_CHECK(cudaStreamBeginCapture(st_, cudaStreamCaptureModeThreadLocal));
     try {
-      launch_step(self_cond);
+      launch_step(self_cond, n_rows);
     } catch (...) {
       cudaStreamEndCapture(st_, &graph);
       if (graph) cudaGraphDestroy(graph);
@@ -103,32 +103,36 @@ void CudaSession::run_step(bool self_cond) {
   graph_used_ = true;
 }
 
+// The pass covers rows 0..(last active row): trailing inactive rows (free server slots, finished
+// rows) cost nothing; a graph exists per row count in use.
 StepView CudaSession::step(const RowStep* rows, bool self_cond_bf16) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length;
-  const int64_t M = int64_t(batch_) * L;
   check_row_steps(rows, batch_, L, c.n_vocab);
-  check_room(nullptr, "step");  // every row is computed, active or not
-  bool any_active = false, any_sc = false;
+  int n = 0;
+  bool any_sc = false;
   for (int r = 0; r < batch_; ++r) {
-    any_active |= rows[r].active;
+    if (rows[r].active) n = r + 1;
     any_sc |= rows[r].active && rows[r].self_cond;
   }
   StepView view{h_canvas_, h_amax_, h_accepted_, h_mean_H_, 0, 0};
-  if (!any_active) return view;
+  if (n == 0) return view;
+  check_denoise_args(nullptr, n, L, c.n_vocab, max_context_, n_cached_.data(), "step");
+  const int64_t M = int64_t(n) * L;
   const auto t0 = std::chrono::steady_clock::now();
   upload_rows(rows, self_cond_bf16);
-  run_step(any_sc);
+  run_step(any_sc, n, true);
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_canvas_, canvas_, sizeof(int32_t) * M, cudaMemcpyDeviceToHost, st_));
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_amax_, amax_, sizeof(int32_t) * M, cudaMemcpyDeviceToHost, st_));
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_accepted_, accepted_, M, cudaMemcpyDeviceToHost, st_));
-  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_mean_H_, mean_H_, sizeof(float) * batch_, cudaMemcpyDeviceToHost, st_));
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_mean_H_, mean_H_, sizeof(float) * n, cudaMemcpyDeviceToHost, st_));
   sync();
+  // One figure for the whole step (pass and sampler run back to back on the device).
   view.pass_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return view;
 }
 
-void CudaSession::step_all(const StepParams& p) {
+void CudaSession::step_all(const StepParams& p, bool use_graph) {
   for (int r = 0; r < batch_; ++r) {
     RowStep& rs = all_rows_[r];
     rs.active = true;
@@ -143,7 +147,7 @@ void CudaSession::step_all(const StepParams& p) {
   check_row_steps(all_rows_.data(), batch_, model_->config().canvas_length, model_->config().n_vocab);
   check_room(nullptr, "step");
   upload_rows(all_rows_.data(), p.round_sc_bf16);
-  run_step(p.self_cond);
+  run_step(p.self_cond, batch_, use_graph);
 }
 
 void CudaSession::read_step(int32_t* canvas, int32_t* argmax, float* entropy, uint8_t* accepted, int32_t* sampled,
@@ -164,10 +168,10 @@ void CudaSession::read_step(int32_t* canvas, int32_t* argmax, float* entropy, ui
 
 // Each step waits for the previous one before its settings are staged (as in generation, which
 // reads every step's results), so this is the per-step time generation sees, minus the copy-back.
-float CudaSession::time_steps(int n, const StepParams& p) {
+float CudaSession::time_steps(int n, const StepParams& p, bool use_graph) {
   if (n < 1) throw InvalidArgument("time_steps: n must be >= 1");
   StepParams q = p;
-  step_all(q);  // warm-up (and graph capture)
+  step_all(q, use_graph);  // warm-up (and graph capture)
   sync();
   cudaEvent_t e0, e1;
   DIFFRT_CUDA_CHECK(cudaEventCreate(&e0));
@@ -177,7 +181,7 @@ float CudaSession::time_steps(int n, const StepParams& p) {
     DIFFRT_CUDA_CHECK(cudaEventRecord(e0, st_));
     for (int i = 0; i < n; ++i) {
       q.step = p.step + 1 + i;
-      step_all(q);
+      step_all(q, use_graph);
     }
     DIFFRT_CUDA_CHECK(cudaEventRecord(e1, st_));
     DIFFRT_CUDA_CHECK(cudaEventSynchronize(e1));
