@@ -129,8 +129,12 @@ void register_cuda_kernels(nb::module_& parent) {
       mat.ld = N;
       mat.kn = true;
     }
-    Dev dy(sizeof(float) * M * N), amax(sizeof(float) * M);
-    kc::gemm(nullptr, dx->as<float>(), K, M, mat, dy.as<float>(), N, tensor_cores, amax.as<float>());
+    Dev dy(sizeof(float) * M * N), amax(sizeof(float) * M), parts(sizeof(float) * 16 * M * N);
+    kc::GemmScratch scratch;
+    scratch.act_amax = amax.as<float>();
+    scratch.splitk = parts.as<float>();
+    scratch.splitk_floats = 16 * M * N;
+    kc::gemm(nullptr, dx->as<float>(), K, M, mat, dy.as<float>(), N, tensor_cores, &scratch);
     auto y = zeros_array<float>({size_t(M), size_t(N)});
     dy.get(y.data());
     return y;

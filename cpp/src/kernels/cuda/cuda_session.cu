@@ -67,7 +67,9 @@ CudaSession::CudaSession(std::shared_ptr<const DeviceModel> model, int batch, in
     moe_.xg = take<float>(slots * H);
     moe_.hg = take<float>(slots * 2 * Ie);
     moe_.yg = take<float>(slots * H);
-    moe_.amax = act_amax_ = take<float>(slots);  // W8A8 row scales: dense GEMMs (M rows) and experts
+    moe_.amax = gemm_scratch_.act_amax = take<float>(slots);  // W8A8 row scales: dense GEMMs and experts
+    gemm_scratch_.splitk_floats = 16 * int64_t(M) * H;  // split-K parts: the long-K GEMMs have N = H
+    gemm_scratch_.splitk = take<float>(size_t(gemm_scratch_.splitk_floats));
     a_.probs = take<float>(M * V);
     a_.logits = take<float>(M * V);
     sc_ = take<float>(M * V);
@@ -198,7 +200,7 @@ struct CudaSession::Ops {
   bool tc;  // bf16 activations in the tensor-core GEMMs
 
   void gemm(const float* x, int64_t ldx, int64_t M, const DMatrix& w, float* y, int64_t ldy) {
-    kc::gemm(st, x, ldx, M, w, y, ldy, tc, s.act_amax_);
+    kc::gemm(st, x, ldx, M, w, y, ldy, tc, &s.gemm_scratch_);
   }
   void rms_norm(const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps, float* y, int64_t ldy) {
     kc::rms_norm(st, x, ldx, rows, n, w, eps, y, ldy);

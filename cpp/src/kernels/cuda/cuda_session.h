@@ -86,7 +86,7 @@ class CudaSession final : public Session {
 
   dg::Activations a_;  // [M = batch * L][width]
   float* scores_;      // attention scores
-  float* act_amax_;    // [M * top_k] per-row activation scales of the W8A8 GEMMs
+  kernels::cuda::GemmScratch gemm_scratch_;  // W8A8 row scales [M * top_k], split-K parts
   kernels::cuda::MoeScratch moe_;
   float* sc_;          // [M][V] processed logits of the last step (the next self-conditioning)
   float* h_logits_ = nullptr;     // pinned host copy of the logits (denoise(), allocated by its first call)

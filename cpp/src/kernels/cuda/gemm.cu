@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <climits>
 
 #include "kernels/cuda/common.cuh"
@@ -21,11 +22,12 @@ constexpr int TBK = 32;  // tensor-core kernel: K step
 static_assert(TBK % 16 == 0, "the tensor-core K step is a whole number of 16-wide fragments");
 static_assert((TBK + 8) * 2 % 16 == 0, "shared rows of the B tile must keep 16-byte alignment for vector stores");
 
-// One BMxBN tile of C[m][n] = Σ_k A[m][k] W(n, k); W(n, k) = W[n*ldw + k] (NK) or W[k*ldw + n] (KN).
+// One BMxBN tile of C[m][n] = Σ_k A[m][k] W(n, k); W(n, k) = W[n*ldw + k] (NK) or W[k*ldw + n] (KN),
+// over k in [k_begin, K) (split-K: K is the end of this block's part).
 template <class T>
 __device__ void simt_tile(const float* __restrict__ A, int64_t lda, int64_t M, const T* __restrict__ W,
                           const float* __restrict__ scale, int64_t N, int64_t K, int64_t ldw, bool kn,
-                          float* __restrict__ C, int64_t ldc, int64_t m0, int64_t n0) {
+                          float* __restrict__ C, int64_t ldc, int64_t m0, int64_t n0, int64_t k_begin = 0) {
   __shared__ float As[BK][BM + 4];
   __shared__ float Bs[BK][BN + 4];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -34,7 +36,7 @@ __device__ void simt_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
   for (int i = 0; i < 4; ++i)
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
-  for (int64_t k0 = 0; k0 < K; k0 += BK) {
+  for (int64_t k0 = k_begin; k0 < K; k0 += BK) {
     for (int i = tid; i < BM * BK; i += blockDim.x) {
       const int m = i / BK, kk = i % BK;
       const int64_t gm = m0 + m, gk = k0 + kk;
@@ -96,7 +98,7 @@ __device__ __forceinline__ __nv_bfloat16 w_bf16<int8_t>(const int8_t* W, const f
 template <class T>
 __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, const T* __restrict__ W,
                           const float* __restrict__ scale, int64_t N, int64_t K, int64_t ldw, bool kn,
-                          float* __restrict__ C, int64_t ldc, int64_t m0, int64_t n0) {
+                          float* __restrict__ C, int64_t ldc, int64_t m0, int64_t n0, int64_t k_begin = 0) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using namespace nvcuda;
   __shared__ __align__(32) __nv_bfloat16 As[BM][TBK + 8];
@@ -113,7 +115,7 @@ __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
   constexpr int64_t wvec_bytes = 8 * int64_t(sizeof(T));
   const bool vec_a = (lda % 4 == 0) && (reinterpret_cast<uintptr_t>(A) % 16 == 0);
   const bool vec_w = (ldw % 8 == 0) && (reinterpret_cast<uintptr_t>(W) % wvec_bytes == 0);
-  for (int64_t k0 = 0; k0 < K; k0 += TBK) {
+  for (int64_t k0 = k_begin; k0 < K; k0 += TBK) {
     // A: 4 floats per load where the rows allow 16-byte loads, else one element at a time.
     for (int i = tid; i < BM * TBK / 4; i += blockDim.x) {
       const int m = i / (TBK / 4), kq = (i % (TBK / 4)) * 4;
@@ -189,18 +191,32 @@ __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
 #endif
 }
 
+// blockIdx.z: the part of K (split-K) of [z * k_part, (z + 1) * k_part), written to C + z * c_part.
 template <class T>
 __global__ void __launch_bounds__(256) simt_gemm_kernel(const float* A, int64_t lda, int64_t M, const T* W,
                                                         const float* scale, int64_t N, int64_t K, int64_t ldw, bool kn,
-                                                        float* C, int64_t ldc) {
-  simt_tile<T>(A, lda, M, W, scale, N, K, ldw, kn, C, ldc, int64_t(blockIdx.x) * BM, int64_t(blockIdx.y) * BN);
+                                                        float* C, int64_t ldc, int64_t k_part, int64_t c_part) {
+  const int64_t k0 = int64_t(blockIdx.z) * k_part, k1 = min(K, k0 + k_part);
+  simt_tile<T>(A, lda, M, W, scale, N, k1, ldw, kn, C + blockIdx.z * c_part, ldc, int64_t(blockIdx.x) * BM,
+               int64_t(blockIdx.y) * BN, k0);
 }
 
 template <class T>
 __global__ void __launch_bounds__(128) wmma_gemm_kernel(const float* A, int64_t lda, int64_t M, const T* W,
                                                         const float* scale, int64_t N, int64_t K, int64_t ldw, bool kn,
-                                                        float* C, int64_t ldc) {
-  wmma_tile<T>(A, lda, M, W, scale, N, K, ldw, kn, C, ldc, int64_t(blockIdx.x) * BM, int64_t(blockIdx.y) * BN);
+                                                        float* C, int64_t ldc, int64_t k_part, int64_t c_part) {
+  const int64_t k0 = int64_t(blockIdx.z) * k_part, k1 = min(K, k0 + k_part);
+  wmma_tile<T>(A, lda, M, W, scale, N, k1, ldw, kn, C + blockIdx.z * c_part, ldc, int64_t(blockIdx.x) * BM,
+               int64_t(blockIdx.y) * BN, k0);
+}
+
+// y[m][n] = Σ_z part[z][m][n], z in order (deterministic: graph and plain launches agree bit for bit).
+__global__ void splitk_sum_kernel(const float* part, int parts, int64_t M, int64_t N, float* y, int64_t ldy) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= M * N) return;
+  float s = 0.f;
+  for (int z = 0; z < parts; ++z) s += part[z * M * N + i];
+  y[(i / N) * ldy + i % N] = s;
 }
 
 // Grouped: blockIdx.y is a tile of the device-built list tiles = [count, (expert, first row)...];
@@ -338,6 +354,24 @@ bool tensor_cores_usable() {
   return ok;
 }
 
+// Parts of K for a GEMM whose few output tiles would leave the GPU mostly idle on a long K (the
+// self-conditioning product probs·E, K = vocabulary): enough blocks for ~8 per SM, parts of at
+// least 1024, at most 16, and as many as the workspace holds.
+int splitk_parts(int64_t tiles, int64_t M, int64_t N, int64_t K, const GemmScratch* s) {
+  if (!s || !s->splitk || K < 4096) return 1;
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return n;
+  }();
+  int64_t parts = (8 * int64_t(sms) + tiles - 1) / tiles;
+  parts = std::min<int64_t>({parts, 16, K / 1024, s->splitk_floats / std::max<int64_t>(1, M * N)});
+  return int(std::max<int64_t>(1, parts));
+}
+
 // W8A8 applies to an a8 NK int8 matrix when the tensor cores may be used.
 bool use_w8a8(const DMatrix& w, bool allow_bf16_act, float* act_amax) {
   if (!(w.type == WType::I8 && w.a8 && !w.kn && allow_bf16_act && tensor_cores_usable())) return false;
@@ -355,35 +389,52 @@ void row_amax(cudaStream_t st, const float* x, int64_t ldx, int64_t rows, int64_
 }  // namespace
 
 void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix& w, float* y, int64_t ldy,
-          bool allow_bf16_act, float* act_amax) {
+          bool allow_bf16_act, const GemmScratch* scratch) {
   if (M <= 0 || w.n <= 0) return;
+  float* act_amax = scratch ? scratch->act_amax : nullptr;
   // blockIdx.x runs over the row tiles of x: the blocks that read the same weight tile are launched
   // next to each other, so the weights come from HBM once and from L2 for the other row tiles.
-  const dim3 grid(unsigned((M + BM - 1) / BM), unsigned((w.n + BN - 1) / BN));
+  dim3 grid(unsigned((M + BM - 1) / BM), unsigned((w.n + BN - 1) / BN));
   if (grid.y > 65535) throw CudaError("cuda::gemm: N too large for one launch");
   const bool tc = allow_bf16_act && w.type != WType::F32 && tensor_cores_usable();
   if (w.type == WType::I8 && !w.scale) throw CudaError("cuda::gemm: int8 weights without scales");
-  if (use_w8a8(w, allow_bf16_act, act_amax)) {
+  const bool w8a8 = use_w8a8(w, allow_bf16_act, act_amax);
+  // Split-K (not for W8A8): the parts go to the workspace, then one pass sums them into y.
+  const int parts = w8a8 ? 1 : splitk_parts(int64_t(grid.x) * grid.y, M, w.n, w.k, scratch);
+  int64_t k_part = w.k, c_part = 0, ldc = ldy;
+  float* out = y;
+  if (parts > 1) {
+    k_part = ((w.k + parts - 1) / parts + TBK - 1) / TBK * TBK;  // whole K steps of both kernels
+    grid.z = unsigned((w.k + k_part - 1) / k_part);
+    c_part = M * w.n;
+    out = scratch->splitk;
+    ldc = w.n;
+  }
+  if (w8a8) {
     row_amax(st, x, ldx, M, w.k, act_amax);
     i8_gemm_kernel<<<grid, 128, 0, st>>>(x, ldx, M, act_amax, static_cast<const int8_t*>(w.data), w.scale, w.n, w.k,
                                          w.ld, y, ldy);
   } else if (w.type == WType::BF16) {
     const auto* W = static_cast<const uint16_t*>(w.data);
     if (tc)
-      wmma_gemm_kernel<uint16_t><<<grid, 128, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, y, ldy);
+      wmma_gemm_kernel<uint16_t><<<grid, 128, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
     else
-      simt_gemm_kernel<uint16_t><<<grid, 256, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, y, ldy);
+      simt_gemm_kernel<uint16_t><<<grid, 256, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
   } else if (w.type == WType::I8) {
     const auto* W = static_cast<const int8_t*>(w.data);
     if (tc)
-      wmma_gemm_kernel<int8_t><<<grid, 128, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, y, ldy);
+      wmma_gemm_kernel<int8_t><<<grid, 128, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
     else
-      simt_gemm_kernel<int8_t><<<grid, 256, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, y, ldy);
+      simt_gemm_kernel<int8_t><<<grid, 256, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
   } else {
     simt_gemm_kernel<float><<<grid, 256, 0, st>>>(x, ldx, M, static_cast<const float*>(w.data), nullptr, w.n, w.k,
-                                                  w.ld, w.kn, y, ldy);
+                                                  w.ld, w.kn, out, ldc, k_part, c_part);
   }
   DIFFRT_CUDA_LAUNCHED("cuda::gemm");
+  if (grid.z > 1) {
+    splitk_sum_kernel<<<blocks_for(M * w.n), kBlock, 0, st>>>(out, int(grid.z), M, w.n, y, ldy);
+    DIFFRT_CUDA_LAUNCHED("cuda::gemm split-K sum");
+  }
 }
 
 void grouped_gemm(cudaStream_t st, const float* x, int64_t ldx, const DMatrix& w_all, int64_t n_per_expert,

@@ -53,11 +53,18 @@ struct DMatrix {
 void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* q, float* scale);
 
 // ---- GEMM ---------------------------------------------------------------------------------------
+// Scratch of gemm(): act_amax [M] floats (needed by W8A8); splitk: a workspace of splitk_floats for
+// the partial sums of split-K (used when given and it pays: few output tiles over a long K).
+struct GemmScratch {
+  float* act_amax = nullptr;
+  float* splitk = nullptr;
+  int64_t splitk_floats = 0;
+};
 // y[m][0:N] = x[m][0:K] · Wᵀ (x · B for KN). allow_bf16_act: bf16 / int8 weights may use the
 // tensor-core kernels, which round x to bf16 (W8A16) or quantize it to int8 (a8 matrices: W8A8);
-// otherwise activations stay f32. act_amax: scratch of M floats, needed by W8A8.
+// otherwise activations stay f32.
 void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix& w, float* y, int64_t ldy,
-          bool allow_bf16_act = false, float* act_amax = nullptr);
+          bool allow_bf16_act = false, const GemmScratch* scratch = nullptr);
 
 // Grouped by expert (used by grouped_experts): expert e multiplies rows [offset[e], offset[e+1]) of
 // x by rows [e*n_per_expert, (e+1)*n_per_expert) of the NK matrix w_all; tiles is the device list
