@@ -82,6 +82,40 @@ __device__ void simt_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
   }
 }
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+// One K step (TBK) of a warp's 2x2 fragments from the shared tiles (bf16 or s8 operands), and the
+// store of its accumulators to the shared output tile: shared by the bf16 and the int8 kernels.
+template <class E, class Acc, int LD>
+__device__ __forceinline__ void warp_mma(E (*As)[LD], E (*Bs)[LD], int wm, int wn,
+                                         nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, Acc> (&acc)[2][2]) {
+  using namespace nvcuda;
+#pragma unroll
+  for (int kk = 0; kk < TBK; kk += 16) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, E, wmma::row_major> a[2];
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::col_major> b[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &As[wm * 32 + i * 16][kk], LD);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], &Bs[wn * 32 + j * 16][kk], LD);
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+  }
+}
+
+template <class Acc>
+__device__ __forceinline__ void store_acc(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, Acc> (&acc)[2][2],
+                                          Acc (*Cs)[BN + 4], int wm, int wn) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      nvcuda::wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], BN + 4,
+                                      nvcuda::wmma::mem_row_major);
+}
+#endif
+
 // Tensor-core tile: A rounded to bf16 on the way into shared memory; W bf16 (T = uint16_t) or int8
 // with per-row scales (T = int8_t), dequantized to bf16 in shared memory.
 template <class T>
@@ -160,26 +194,10 @@ __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
       }
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < TBK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &As[wm * 32 + i * 16][kk], TBK + 8);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], &Bs[wn * 32 + j * 16][kk], TBK + 8);
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
-    }
+    warp_mma(As, Bs, wm, wn, acc);
     __syncthreads();
   }
-#pragma unroll
-  for (int i = 0; i < 2; ++i)
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-      wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], BN + 4, wmma::mem_row_major);
+  store_acc(acc, Cs, wm, wn);
   __syncthreads();
   for (int i = tid; i < BM * BN; i += blockDim.x) {
     const int m = i / BN, n = i % BN;
@@ -282,26 +300,10 @@ __device__ void i8_tile(const float* __restrict__ A, int64_t lda, int64_t M, con
       }
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < TBK; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, signed char, wmma::row_major> a[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, signed char, wmma::col_major> b[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &As[wm * 32 + i * 16][kk], LDS);
-#pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], &Bs[wn * 32 + j * 16][kk], LDS);
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
-    }
+    warp_mma(As, Bs, wm, wn, acc);
     __syncthreads();
   }
-#pragma unroll
-  for (int i = 0; i < 2; ++i)
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-      wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], acc[i][j], BN + 4, wmma::mem_row_major);
+  store_acc(acc, Cs, wm, wn);
   __syncthreads();
   for (int i = tid; i < BM * BN; i += blockDim.x) {
     const int m = i / BN, n = i % BN;
