@@ -1,5 +1,6 @@
 // A Session: the KV cache and every activation buffer for (batch, canvas_length, max_context),
-// allocated once at creation. encode()/denoise() allocate nothing.
+// allocated once at creation. encode() and step() allocate nothing (nor does the CPU denoise(); the
+// CUDA one pins its host logits buffer on first use).
 //
 // Contract:
 //  - Rows are independent sequences. Each row has its own cached length (n_cached(row)); positions
