@@ -185,6 +185,12 @@ def test_rope(hd, partial):
     cos, sin = np.cos(f).astype(np.float32), np.sin(f).astype(np.float32)
     y = ck.rope(x, pos, cos, sin)
     assert rel_max(y, cpu.rope(x, pos, cos, sin)) <= OP_TOL
+    # the fused q/k path: per-head RMSNorm (with and without weight), then RoPE
+    w = rng.uniform(0.5, 1.5, hd).astype(np.float32)
+    for ww in (w, None):
+        normed = cpu.rms_norm(x.reshape(T * nh, hd), ww, 1e-6).reshape(T, nh, hd)
+        y = ck.norm_rope(x, ww, 1e-6, pos, cos, sin)
+        assert rel_max(y, cpu.rope(normed, pos, cos, sin)) <= OP_TOL
 
 
 @gpu

@@ -62,8 +62,10 @@ struct CpuOps {
       for (int64_t i = 0; i < H; ++i) o[i] *= scale;  // E[id] * sqrt(H) (rounded to dt for bf16 files)
     });
   }
-  void rope(float* x, int64_t ldx, int64_t tokens, int n_head, int hd, const int32_t* pos, bool sliding) {
-    kernels::rope(pool, x, ldx, tokens, n_head, hd, pos, rope_cos[sliding], rope_sin[sliding]);
+  void norm_rope(float* x, int64_t tokens, int n_head, int hd, const float* w, float eps, const int32_t* pos,
+                 bool sliding) {
+    kernels::rms_norm(pool, x, hd, tokens * n_head, hd, w, eps, x, hd);
+    kernels::rope(pool, x, int64_t(n_head) * hd, tokens, n_head, hd, pos, rope_cos[sliding], rope_sin[sliding]);
   }
   void router_topk(const float* x, int64_t ldx, int64_t M, const LayerWeights& L, int32_t* idx, float* w) {
     kernels::router_topk(pool, x, ldx, M, c.n_embd, L.router_scale, L.router, L.per_expert_scale, c.n_expert_used,

@@ -8,7 +8,9 @@
 //   copy(dst, src, n), add(x, y, n), add_rows(x, y, row_elems, n_rows, mask) (x += y where mask[row]),
 //   add_scale(x, y, n, s), scale(x, n, s), soft_cap(x, n, cap),
 //   softmax_rows(src, dst, ld, rows, n), round_to_bf16(x, n), embed(E, ids, n, scale, out),
-//   rope(x, ldx, tokens, n_head, hd, pos, sliding), router_topk(x, ldx, M, layer, idx, w),
+//   norm_rope(x, tokens, n_head, hd, w, eps, pos, sliding)  per-head RMSNorm then RoPE in place on
+//                                                      x [tokens][n_head * hd] (one fused kernel on CUDA),
+//   router_topk(x, ldx, M, layer, idx, w),
 //   grouped_experts(x, ldx, M, idx, w, layer, out, ldo),
 //   positions(rows, n_rows, S, pos)                    pos[r*S+s] = cached length of row + s
 //   attend(il, layer, encoder, rows, n_rows, S, acts)  append the new K/V after what each row holds,
@@ -76,11 +78,9 @@ void layer_forward(Ops& ops, const ModelConfig& c, const Layer<typename Ops::Mat
     ops.gemm(a.xn, H, M, L.v, a.v, kvw);                   // v  [M, kv*hd]
   else
     ops.copy(a.v, a.k, M * kvw);                           // full layers: V = raw K
-  ops.rms_norm(a.q, hd, M * nh, hd, L.q_norm, eps, a.q, hd);
-  ops.rms_norm(a.k, hd, M * kv, hd, L.k_norm, eps, a.k, hd);
-  ops.rms_norm(a.v, hd, M * kv, hd, nullptr, eps, a.v, hd);  // v_norm: no scale
-  ops.rope(a.q, qw, M, nh, hd, a.pos, L.sliding);
-  ops.rope(a.k, kvw, M, kv, hd, a.pos, L.sliding);
+  ops.norm_rope(a.q, M, nh, hd, L.q_norm, eps, a.pos, L.sliding);  // q_norm, then RoPE
+  ops.norm_rope(a.k, M, kv, hd, L.k_norm, eps, a.pos, L.sliding);  // k_norm, then RoPE
+  ops.rms_norm(a.v, hd, M * kv, hd, nullptr, eps, a.v, hd);          // v_norm: no scale, no RoPE
   ops.attend(il, L, encoder, rows, n_rows, S, a);          // attn [M, nh*hd] (§5.2; decoder §5.4)
   ops.gemm(a.attn, qw, M, L.o, a.h, H);                    // h [M, H]
   ops.rms_norm(a.h, H, M, H, L.post_attn_norm, eps, a.h, H);

@@ -195,6 +195,20 @@ void register_cuda_kernels(nb::module_& parent) {
     return y;
   });
 
+  // x [T, nh, hd]: per head rms_norm (weight w [hd] or none), then rope — the fused kernel.
+  m.def("norm_rope", [](F32 x, std::optional<F32> w, float eps, I32 pos, F32 cos, F32 sin) {
+    diffrt_py::check_rope_args(x, pos, cos, sin);
+    const size_t T = x.shape(0), nh = x.shape(1), hd = x.shape(2);
+    if (w) need(w->ndim() == 1 && w->shape(0) == hd, "w must be [hd]");
+    auto dx = up(x), dp = up(pos), dc = up(cos), ds = up(sin);
+    std::unique_ptr<Dev> dw = w ? up(*w) : nullptr;
+    kc::rms_norm_rope(nullptr, dx->as<float>(), int64_t(T), int(nh), int(hd), dw ? dw->as<float>() : nullptr, eps,
+                      dp->as<int32_t>(), dc->as<float>(), ds->as<float>());
+    auto y = zeros_array<float>({T, nh, hd});
+    dx->get(y.data());
+    return y;
+  }, nb::arg("x"), nb::arg("w").none(), nb::arg("eps"), nb::arg("pos"), nb::arg("cos"), nb::arg("sin"));
+
   // One row: q [S, nh, hd], k/v [kv, nk, hd]; keys at key_pos0.., queries at q_pos0..
   m.def("attention", [](F32 q, F32 k, F32 v, int key_pos0, int q_pos0, bool causal, int window) {
     const auto [S, nh, hd, kv, nk] = diffrt_py::check_attention_args(q, k, v);

@@ -224,8 +224,9 @@ struct CudaSession::Ops {
   }
   void round_to_bf16(float* x, int64_t n) { kc::round_to_bf16(st, x, n); }
   void embed(const DMatrix& E, const int32_t* ids, int64_t n, float v, float* out) { kc::embed(st, E, ids, n, v, out); }
-  void rope(float* x, int64_t ldx, int64_t tokens, int n_head, int hd, const int32_t* pos, bool sliding) {
-    kc::rope(st, x, ldx, tokens, n_head, hd, pos, s.rope_cos_[sliding], s.rope_sin_[sliding]);
+  void norm_rope(float* x, int64_t tokens, int n_head, int hd, const float* w, float eps, const int32_t* pos,
+                 bool sliding) {
+    kc::rms_norm_rope(st, x, tokens, n_head, hd, w, eps, pos, s.rope_cos_[sliding], s.rope_sin_[sliding]);
   }
   void router_topk(const float* x, int64_t ldx, int64_t M, const DLayer& L, int32_t* idx, float* w) {
     kc::router_topk(st, x, ldx, M, c.n_embd, L.router_scale, static_cast<const float*>(L.router.data), c.n_expert,

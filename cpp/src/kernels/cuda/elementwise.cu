@@ -1,6 +1,7 @@
 // Row and elementwise ops on the device (norms, activations, RoPE, embedding, small helpers).
 // Numerics follow the CPU ops: RMSNorm sums squares in double, inv = 1 / sqrt(mean + eps) in f32.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
@@ -111,6 +112,28 @@ __global__ void rope_kernel(float* x, int64_t ldx, int n_head, int hd, const int
   }
 }
 
+// One block per (token, head): the rms_norm_kernel sum and scaling, then rope_kernel's rotation.
+__global__ void norm_rope_kernel(float* x, int n_head, int hd, const float* w, float eps, const int32_t* pos,
+                                 const float* cos, const float* sin) {
+  __shared__ double sh[32];
+  const int64_t t = blockIdx.x / n_head;
+  float* v = x + int64_t(blockIdx.x) * hd;  // token t, head blockIdx.x % n_head: rows of hd are contiguous
+  double ss = 0.0;
+  for (int i = threadIdx.x; i < hd; i += blockDim.x) ss += double(v[i]) * double(v[i]);
+  ss = block_sum(ss, sh);
+  const float ms = float(ss / double(hd));
+  const float inv = 1.0f / sqrtf(ms + eps);
+  const int half = hd / 2;
+  const float* c = cos + int64_t(pos[t]) * half;
+  const float* s = sin + int64_t(pos[t]) * half;
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const float a = w ? (v[j] * inv) * w[j] : v[j] * inv;
+    const float b = w ? (v[j + half] * inv) * w[j + half] : v[j + half] * inv;
+    v[j] = a * c[j] - b * s[j];
+    v[j + half] = b * c[j] + a * s[j];
+  }
+}
+
 __global__ void fill_uniform_kernel(void* data, int t, int64_t n, float a, uint64_t seed) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
@@ -210,6 +233,15 @@ void rope(cudaStream_t st, float* x, int64_t ldx, int64_t tokens, int n_head, in
   if (tokens <= 0) return;
   rope_kernel<<<unsigned(tokens), kBlock, 0, st>>>(x, ldx, n_head, hd, pos, cos, sin);
   DIFFRT_CUDA_LAUNCHED("cuda::rope");
+}
+
+void rms_norm_rope(cudaStream_t st, float* x, int64_t tokens, int n_head, int hd, const float* w, float eps,
+                   const int32_t* pos, const float* cos, const float* sin) {
+  if (tokens <= 0 || n_head <= 0) return;
+  if (hd % 2) throw CudaError("cuda::rms_norm_rope: odd head_dim");
+  if (tokens * n_head > int64_t(INT_MAX)) throw CudaError("cuda::rms_norm_rope: too many rows");
+  norm_rope_kernel<<<unsigned(tokens * n_head), 128, 0, st>>>(x, n_head, hd, w, eps, pos, cos, sin);
+  DIFFRT_CUDA_LAUNCHED("cuda::rms_norm_rope");
 }
 
 void fill_uniform(cudaStream_t st, void* data, WType t, int64_t n, float a, uint64_t seed) {

@@ -96,6 +96,10 @@ void embed(cudaStream_t st, const DMatrix& E, const int32_t* ids, int64_t n, flo
 // As kernels::rope: tables [position][hd/2]; pos [tokens] on the device.
 void rope(cudaStream_t st, float* x, int64_t ldx, int64_t tokens, int n_head, int hd, const int32_t* pos,
           const float* cos, const float* sin);
+// Fused: per head, rms_norm with weight w (as rms_norm, w may be nullptr), then rope, in place on
+// x [tokens][n_head * hd] — one pass over q or k instead of two.
+void rms_norm_rope(cudaStream_t st, float* x, int64_t tokens, int n_head, int hd, const float* w, float eps,
+                   const int32_t* pos, const float* cos, const float* sin);
 
 // ---- attention over [cached prefix | new tokens] ------------------------------------------------
 // Same meaning as kernels::AttentionArgs (all pointers on the device; n_keys, key_pos0, q_pos0 are
