@@ -93,8 +93,9 @@ void check_device() {
   }
 }
 
-std::string resolve(const std::string& requested, bool bf16_file) {
-  if (requested == "auto") return bf16_file ? "bf16" : "f32";
+// "auto" follows the file's layer weights, as on the CPU: Q8_0 -> int8, BF16 -> bf16, else f32.
+std::string resolve(const std::string& requested, GGMLType stored) {
+  if (requested == "auto") return stored == GGMLType::Q8_0 ? "int8" : stored == GGMLType::BF16 ? "bf16" : "f32";
   if (requested == "f32" || requested == "bf16" || requested == "int8" || requested == "int8-w8a16") return requested;
   throw InvalidArgument("CUDA compute_type must be 'auto', 'f32', 'bf16', 'int8' or 'int8-w8a16', got '" + requested +
                         "'");
@@ -160,7 +161,8 @@ std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, con
   const GGUFFile& f = host->file();
   std::shared_ptr<DeviceModel> m(new DeviceModel());
   m->cfg_ = host->config();
-  m->compute_type_ = resolve(compute_type, f.tensor(N::TENSOR_TOKEN_EMBD).type == GGMLType::BF16);
+  m->compute_type_ = resolve(compute_type, host->layers().empty() ? f.tensor(N::TENSOR_TOKEN_EMBD).type
+                                                                   : host->layers()[0].q.type);
   m->w.bf16 = host->bf16_model();
   m->w.embed_scale = host->embed_scale();
   m->host_ = host;
@@ -235,7 +237,7 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, const s
     throw InvalidArgument("random_model: inconsistent config");
   std::shared_ptr<DeviceModel> m(new DeviceModel());
   m->cfg_ = cfg;
-  m->compute_type_ = resolve(compute_type, true);
+  m->compute_type_ = resolve(compute_type, GGMLType::BF16);
   m->w.bf16 = m->compute_type_ != "f32";  // random bf16 / int8 models stand for a bf16 checkpoint
   m->w.embed_scale = std::sqrt(float(c.n_embd));
   if (m->w.bf16) m->w.embed_scale = round_bf16(m->w.embed_scale);

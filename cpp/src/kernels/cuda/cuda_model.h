@@ -27,11 +27,11 @@ using DLayer = dg::Layer<DMatrix>;
 
 class DeviceModel {
  public:
-  // compute_type: "auto" (bf16 for a BF16 embedding, else f32), "f32", "bf16", "int8" (per-row int8
-  // weights; W8A8 with per-row int8 activations and int32 accumulation, except the self-conditioning
-  // product probs·E, W8A16 — the CPU's int8 policy) or "int8-w8a16" (every int8 GEMM dequantizes
-  // the weights to bf16, activations bf16). Throws InvalidArgument for anything else, CudaError when
-  // the device cannot hold the weights.
+  // compute_type: "auto" (the file's layer weights: int8 for Q8_0, bf16 for BF16, else f32), "f32",
+  // "bf16", "int8" (per-row int8 weights; W8A8 with per-row int8 activations and int32
+  // accumulation, except the self-conditioning product probs·E, W8A16 — the CPU's int8 policy) or
+  // "int8-w8a16" (every int8 GEMM dequantizes the weights to bf16, activations bf16). Throws
+  // InvalidArgument for anything else, CudaError when the device cannot hold the weights.
   static std::shared_ptr<DeviceModel> from_file(const std::string& path, const std::string& compute_type);
   // Random weights (uniform, std 0.02; norms and scales 1) of the given shape, made on the device.
   static std::shared_ptr<DeviceModel> random(const ModelConfig& cfg, const std::string& compute_type, uint64_t seed);
