@@ -4,19 +4,23 @@ diffrt.cuda_available() is False (no module, driver or GPU); the others run ever
 
 Tolerances (stated, not tuned):
   ops, f32: 2e-6 relative (max |Δ| / max |ref|) against float64 on the same inputs (f32 rounding in
-    another summation order); bf16 weights: the same, against the bf16-rounded weights; the
-    tensor-core GEMM rounds activations to bf16 too, so it is checked against float64 on both
-    rounded operands (f32 accumulation: 1e-5).
+    another summation order; 4e-6 for the K = 40000 split-K GEMM, whose parts are 5000-term f32
+    sums); bf16 weights: the same, against the bf16-rounded weights; the tensor-core GEMM rounds
+    activations to bf16 too, so it is checked against float64 on both rounded operands (f32
+    accumulation: 1e-5). W8A8 (int8 activations per row, exact int32 sums): 1e-5 against float64 on
+    the values the int8 operands stand for; in the grouped experts the int8 rounding of the hidden
+    activation can land one step apart from the float64 reference's: 2e-2.
   sampler ops: argmax, draws, acceptance and renoise exactly equal to the CPU sampler (same Philox
     streams); entropy within 1e-6 relative (double sums in another order).
-  int8 weights (W8A16): the same bounds against float64 on the dequantized weights q * scale (the
-    host quantization is reproduced in numpy), bf16-rounded for the tensor-core kernel.
+  int8 weights (W8A16, and W8A8 without tensor cores): the same bounds against float64 on the
+    dequantized weights q * scale (the host quantization is reproduced in numpy), bf16-rounded for
+    the tensor-core kernel.
   session logits, compute f32: ‖Δ‖/‖ref‖ <= 1e-4 against the CPU engine in f32 (measured parity of
     the CPU engine with transformers is 1e-5; two f32 engines differ by summation order, amplified by
     the random tiny models' attention). compute bf16 (tensor cores, bf16 activations in every GEMM):
     <= 5e-2, the bound test_parity.py states for bf16 (a few bf16 ulps, 2^-8, over 4 layers).
-    compute int8 (per-row int8 weights, up to 1/254 of the row maximum off per weight, plus bf16
-    activations): a sanity bound of 0.15, not a parity claim (no measurement yet).
+    compute int8 / int8-w8a16 (per-row int8 weights, up to 1/254 of the row maximum off per weight,
+    plus int8 / bf16 activations): a sanity bound of 0.15, not a parity claim (no measurement yet).
   generation: tape-replayed and seeded runs give the same tokens as the CPU engine.
 """
 
@@ -32,6 +36,7 @@ gpu = pytest.mark.gpu
 needs_gpu = pytest.mark.skipif(not diffrt.cuda_available(), reason="no CUDA device (diffrt.cuda_available() is False)")
 
 OP_TOL = 2e-6
+LONG_K_TOL = 4e-6  # f32 sums over K = 40000 in 8 split-K parts: 1.4e-6 in a numpy emulation (FMA)
 LOGITS_F32_TOL = 1e-4
 LOGITS_BF16_TOL = 5e-2
 LOGITS_INT8_TOL = 0.15
@@ -114,10 +119,10 @@ def test_load_cuda_without_gpu_is_a_clear_error(converted):
 
 @gpu
 @needs_gpu
-# (37, 70, 20000): two output tiles over a long K, the shape of the self-conditioning product:
-# split-K (the parts summed in a second pass) — its f32 error stays within OP_TOL (one sequential
-# f32 sum over K = 20000 would not: 5e-6, measured in numpy).
-@pytest.mark.parametrize("M,N,K", [(1, 5, 3), (37, 70, 45), (130, 64, 200), (37, 70, 20000)])
+# (37, 70, 40000): two output tiles over a long K, the shape of the self-conditioning product:
+# split-K (8 parts summed in order in a second pass; the test binding's workspace holds half the
+# rows, so the row-chunk loop runs too).
+@pytest.mark.parametrize("M,N,K", [(1, 5, 3), (37, 70, 45), (130, 64, 200), (37, 70, 40000)])
 @pytest.mark.parametrize("dtype", ["f32", "bf16", "int8", "int8-w8a8"])
 @pytest.mark.parametrize("kn", [False, True])
 def test_gemm(M, N, K, dtype, kn):
@@ -125,13 +130,14 @@ def test_gemm(M, N, K, dtype, kn):
 
     rng = np.random.default_rng(M * 1000 + N + K)
     x = rng.standard_normal((M, K)).astype(np.float32)
-    x[0] = 0.0  # an all-zero row: scale 0, output 0 (no division by zero)
+    if M > 1:
+        x[0] = 0.0  # an all-zero row: scale 0, output 0 (no division by zero)
     w = rng.standard_normal((K, N) if kn else (N, K)).astype(np.float32)
     wv = {"f32": w, "bf16": bf16(w), "int8": q8(w), "int8-w8a8": q8(w)}[dtype].astype(np.float64)
     ref = x.astype(np.float64) @ (wv if kn else wv.T)
     y = ck.gemm(x, w, dtype, kn, False)  # no tensor cores: f32 activations whatever the weights
     assert y.shape == (M, N) and np.isfinite(y).all()
-    assert rel_max(y, ref) <= OP_TOL
+    assert rel_max(y, ref) <= (OP_TOL if K < 32768 else LONG_K_TOL)
     if dtype == "int8-w8a8" and not kn:  # int8 tensor cores: activations int8 per row, exact int32 sums
         y = ck.gemm(x, w, dtype, kn, True)
         ref = q8_act(x).astype(np.float64) @ wv.T

@@ -129,11 +129,13 @@ void register_cuda_kernels(nb::module_& parent) {
       mat.ld = N;
       mat.kn = true;
     }
-    Dev dy(sizeof(float) * M * N), amax(sizeof(float) * M), parts(sizeof(float) * 16 * M * N);
+    // Split-K workspace for 8 parts of half the rows: a long K also runs the row-chunk loop.
+    const int64_t ws = 8 * std::max<int64_t>(1, M / 2) * N;
+    Dev dy(sizeof(float) * M * N), amax(sizeof(float) * M), parts(sizeof(float) * ws);
     kc::GemmScratch scratch;
     scratch.act_amax = amax.as<float>();
     scratch.splitk = parts.as<float>();
-    scratch.splitk_floats = 16 * M * N;
+    scratch.splitk_floats = ws;
     kc::gemm(nullptr, dx->as<float>(), K, M, mat, dy.as<float>(), N, tensor_cores, &scratch);
     auto y = zeros_array<float>({size_t(M), size_t(N)});
     dy.get(y.data());

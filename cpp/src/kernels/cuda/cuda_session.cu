@@ -68,7 +68,9 @@ CudaSession::CudaSession(std::shared_ptr<const DeviceModel> model, int batch, in
     moe_.hg = take<float>(slots * 2 * Ie);
     moe_.yg = take<float>(slots * H);
     moe_.amax = gemm_scratch_.act_amax = take<float>(slots);  // W8A8 row scales: dense GEMMs and experts
-    gemm_scratch_.splitk_floats = 16 * int64_t(M) * H;  // split-K parts: the long-K GEMMs have N = H
+    // Split-K parts of the self-conditioning product (N = H, 8 parts): all rows at once, or chunks
+    // of rows when that would pass 256 MB.
+    gemm_scratch_.splitk_floats = std::min<int64_t>(8 * int64_t(M) * H, int64_t(1) << 26);
     gemm_scratch_.splitk = take<float>(size_t(gemm_scratch_.splitk_floats));
     a_.probs = take<float>(M * V);
     a_.logits = take<float>(M * V);

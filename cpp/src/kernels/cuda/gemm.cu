@@ -85,8 +85,10 @@ __device__ void simt_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 // One K step (TBK) of a warp's 2x2 fragments from the shared tiles (bf16 or s8 operands), and the
 // store of its accumulators to the shared output tile: shared by the bf16 and the int8 kernels.
-template <class E, class Acc, int LD>
-__device__ __forceinline__ void warp_mma(E (*As)[LD], E (*Bs)[LD], int wm, int wn,
+// a_at(row, k) / b_at(row, k): the (32-byte aligned) address of a fragment's first element; ld: its
+// row stride in elements.
+template <class E, class Acc, class APtr, class BPtr>
+__device__ __forceinline__ void warp_mma(APtr a_at, BPtr b_at, unsigned ld, int wm, int wn,
                                          nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, Acc> (&acc)[2][2]) {
   using namespace nvcuda;
 #pragma unroll
@@ -94,9 +96,9 @@ __device__ __forceinline__ void warp_mma(E (*As)[LD], E (*Bs)[LD], int wm, int w
     wmma::fragment<wmma::matrix_a, 16, 16, 16, E, wmma::row_major> a[2];
     wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::col_major> b[2];
 #pragma unroll
-    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], &As[wm * 32 + i * 16][kk], LD);
+    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], a_at(wm * 32 + i * 16, kk), ld);
 #pragma unroll
-    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], &Bs[wn * 32 + j * 16][kk], LD);
+    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], b_at(wn * 32 + j * 16, kk), ld);
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -194,7 +196,8 @@ __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
       }
     }
     __syncthreads();
-    warp_mma(As, Bs, wm, wn, acc);
+    warp_mma<__nv_bfloat16>([&](int r, int k) { return &As[r][k]; }, [&](int r, int k) { return &Bs[r][k]; },
+                            TBK + 8, wm, wn, acc);
     __syncthreads();
   }
   store_acc(acc, Cs, wm, wn);
@@ -265,9 +268,10 @@ __device__ void i8_tile(const float* __restrict__ A, int64_t lda, int64_t M, con
                         int64_t ldw, float* __restrict__ C, int64_t ldc, int64_t m0, int64_t n0) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using namespace nvcuda;
-  constexpr int LDS = TBK + 16;  // int8 rows: 48 bytes, a multiple of 16 as WMMA needs
-  __shared__ __align__(32) signed char As[BM][LDS];
-  __shared__ __align__(32) signed char Bs[BN][LDS];
+  // One plane per 16-wide K slice, rows of 16 bytes: every fragment (16 rows from a multiple of 16)
+  // starts 256-byte aligned, as load_matrix_sync wants (32), with ldm 16 bytes.
+  __shared__ __align__(32) signed char As[TBK / 16][BM][16];
+  __shared__ __align__(32) signed char Bs[TBK / 16][BN][16];
   __shared__ __align__(32) int Cs[BM][BN + 4];
   __shared__ float inv_a[BM];
   const int tid = threadIdx.x, warp = tid / 32, wm = warp / 2, wn = warp % 2;
@@ -288,19 +292,21 @@ __device__ void i8_tile(const float* __restrict__ A, int64_t lda, int64_t M, con
       const int64_t gm = m0 + m, gk = k0 + kk;
       int q = 0;
       if (gm < M && gk < K) q = min(127, max(-127, __float2int_rn(A[gm * lda + gk] * inv_a[m])));
-      As[m][kk] = static_cast<signed char>(q);
+      As[kk / 16][m][kk % 16] = static_cast<signed char>(q);
     }
     for (int i = tid; i < BN * TBK / 8; i += blockDim.x) {
       const int n = i / (TBK / 8), kq = (i % (TBK / 8)) * 8;
       const int64_t gn = n0 + n, gk = k0 + kq;
       if (vec_w && gn < N && gk + 7 < K) {
-        *reinterpret_cast<uint2*>(&Bs[n][kq]) = *reinterpret_cast<const uint2*>(W + gn * ldw + gk);
+        *reinterpret_cast<uint2*>(&Bs[kq / 16][n][kq % 16]) = *reinterpret_cast<const uint2*>(W + gn * ldw + gk);
       } else {
-        for (int u = 0; u < 8; ++u) Bs[n][kq + u] = (gn < N && gk + u < K) ? W[gn * ldw + gk + u] : 0;
+        for (int u = 0; u < 8; ++u)
+          Bs[kq / 16][n][kq % 16 + u] = (gn < N && gk + u < K) ? W[gn * ldw + gk + u] : 0;
       }
     }
     __syncthreads();
-    warp_mma(As, Bs, wm, wn, acc);
+    warp_mma<signed char>([&](int r, int k) { return &As[k / 16][r][0]; },
+                          [&](int r, int k) { return &Bs[k / 16][r][0]; }, 16, wm, wn, acc);
     __syncthreads();
   }
   store_acc(acc, Cs, wm, wn);
@@ -356,29 +362,47 @@ bool tensor_cores_usable() {
   return ok;
 }
 
-// Parts of K for a GEMM whose few output tiles would leave the GPU mostly idle on a long K (the
-// self-conditioning product probs·E, K = vocabulary): enough blocks for ~8 per SM, parts of at
-// least 1024, at most 16, and as many as the workspace holds.
-int splitk_parts(int64_t tiles, int64_t M, int64_t N, int64_t K, const GemmScratch* s) {
-  if (!s || !s->splitk || K < 4096) return 1;
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return 0;
-    }
-    return n;
-  }();
-  int64_t parts = (8 * int64_t(sms) + tiles - 1) / tiles;
-  parts = std::min<int64_t>({parts, 16, K / 1024, s->splitk_floats / std::max<int64_t>(1, M * N)});
-  return int(std::max<int64_t>(1, parts));
+// Split-K for a very long K (the self-conditioning product probs·E, K = vocabulary): at batch 1
+// its few output tiles would each run K/32 steps on a mostly idle GPU. The parts depend on K alone,
+// never on M, so a row's sums (and its tokens) do not depend on how many rows share the step.
+constexpr int64_t kSplitMinK = 32768, kSplitParts = 8;
+int splitk_parts(int64_t K, const GemmScratch* s) {
+  return s && s->splitk && K >= kSplitMinK ? int(kSplitParts) : 1;
 }
 
 // W8A8 applies to an a8 NK int8 matrix when the tensor cores may be used.
 bool use_w8a8(const DMatrix& w, bool allow_bf16_act, float* act_amax) {
   if (!(w.type == WType::I8 && w.a8 && !w.kn && allow_bf16_act && tensor_cores_usable())) return false;
+  if (w.k > (int64_t(1) << 31) / (127 * 127)) return false;  // int32 sums could overflow: W8A16 instead
   if (!act_amax) throw CudaError("cuda::gemm: W8A8 weights need an activation-scale buffer");
   return true;
+}
+
+// One launch of the bf16 / int8 (W8A16) tensor-core or the SIMT kernel: out (ldc) = x · W, or with
+// grid.z > 1 the split-K parts of k_part, c_part floats apart.
+void launch_gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix& w, bool tc, float* out,
+                 int64_t ldc, int64_t k_part, int64_t c_part, dim3 grid) {
+  if (w.type == WType::BF16) {
+    const auto* W = static_cast<const uint16_t*>(w.data);
+    if (tc)
+      wmma_gemm_kernel<uint16_t><<<grid, 128, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, out, ldc, k_part,
+                                                       c_part);
+    else
+      simt_gemm_kernel<uint16_t><<<grid, 256, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, out, ldc, k_part,
+                                                       c_part);
+  } else if (w.type == WType::I8) {
+    const auto* W = static_cast<const int8_t*>(w.data);
+    if (tc)
+      wmma_gemm_kernel<int8_t><<<grid, 128, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, out, ldc, k_part,
+                                                     c_part);
+    else
+      simt_gemm_kernel<int8_t><<<grid, 256, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, out, ldc, k_part,
+                                                     c_part);
+  } else {
+    simt_gemm_kernel<float><<<grid, 256, 0, st>>>(x, ldx, M, static_cast<const float*>(w.data), nullptr, w.n, w.k,
+                                                  w.ld, w.kn, out, ldc, k_part, c_part);
+  }
+  DIFFRT_CUDA_LAUNCHED("cuda::gemm");
 }
 
 void row_amax(cudaStream_t st, const float* x, int64_t ldx, int64_t rows, int64_t K, float* amax) {
@@ -401,42 +425,32 @@ void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix
   const bool tc = allow_bf16_act && w.type != WType::F32 && tensor_cores_usable();
   if (w.type == WType::I8 && !w.scale) throw CudaError("cuda::gemm: int8 weights without scales");
   const bool w8a8 = use_w8a8(w, allow_bf16_act, act_amax);
-  // Split-K (not for W8A8): the parts go to the workspace, then one pass sums them into y.
-  const int parts = w8a8 ? 1 : splitk_parts(int64_t(grid.x) * grid.y, M, w.n, w.k, scratch);
-  int64_t k_part = w.k, c_part = 0, ldc = ldy;
-  float* out = y;
+  const int parts = w8a8 ? 1 : splitk_parts(w.k, scratch);
   if (parts > 1) {
-    k_part = ((w.k + parts - 1) / parts + TBK - 1) / TBK * TBK;  // whole K steps of both kernels
-    grid.z = unsigned((w.k + k_part - 1) / k_part);
-    c_part = M * w.n;
-    out = scratch->splitk;
-    ldc = w.n;
+    // The parts go to the workspace, then one pass sums them in order into y; rows in chunks that
+    // fit the workspace (each row's sums are the same whatever the chunk).
+    const int64_t k_part = ((w.k + parts - 1) / parts + TBK - 1) / TBK * TBK;  // whole K steps
+    const int64_t n_parts = (w.k + k_part - 1) / k_part;
+    const int64_t chunk = std::min(M, scratch->splitk_floats / (n_parts * w.n));
+    if (chunk < 1) throw CudaError("cuda::gemm: split-K workspace too small for one row");
+    for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+      const int64_t mc = std::min(chunk, M - m0);
+      const dim3 g(unsigned((mc + BM - 1) / BM), grid.y, unsigned(n_parts));
+      launch_gemm(st, x + m0 * ldx, ldx, mc, w, tc, scratch->splitk, w.n, k_part, mc * w.n, g);
+      splitk_sum_kernel<<<blocks_for(mc * w.n), kBlock, 0, st>>>(scratch->splitk, int(n_parts), mc, w.n,
+                                                                 y + m0 * ldy, ldy);
+      DIFFRT_CUDA_LAUNCHED("cuda::gemm split-K sum");
+    }
+    return;
   }
   if (w8a8) {
     row_amax(st, x, ldx, M, w.k, act_amax);
     i8_gemm_kernel<<<grid, 128, 0, st>>>(x, ldx, M, act_amax, static_cast<const int8_t*>(w.data), w.scale, w.n, w.k,
                                          w.ld, y, ldy);
-  } else if (w.type == WType::BF16) {
-    const auto* W = static_cast<const uint16_t*>(w.data);
-    if (tc)
-      wmma_gemm_kernel<uint16_t><<<grid, 128, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
-    else
-      simt_gemm_kernel<uint16_t><<<grid, 256, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
-  } else if (w.type == WType::I8) {
-    const auto* W = static_cast<const int8_t*>(w.data);
-    if (tc)
-      wmma_gemm_kernel<int8_t><<<grid, 128, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
-    else
-      simt_gemm_kernel<int8_t><<<grid, 256, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
-  } else {
-    simt_gemm_kernel<float><<<grid, 256, 0, st>>>(x, ldx, M, static_cast<const float*>(w.data), nullptr, w.n, w.k,
-                                                  w.ld, w.kn, out, ldc, k_part, c_part);
+    DIFFRT_CUDA_LAUNCHED("cuda::gemm");
+    return;
   }
-  DIFFRT_CUDA_LAUNCHED("cuda::gemm");
-  if (grid.z > 1) {
-    splitk_sum_kernel<<<blocks_for(M * w.n), kBlock, 0, st>>>(out, int(grid.z), M, w.n, y, ldy);
-    DIFFRT_CUDA_LAUNCHED("cuda::gemm split-K sum");
-  }
+  launch_gemm(st, x, ldx, M, w, tc, y, ldy, w.k, 0, grid);
 }
 
 void grouped_gemm(cudaStream_t st, const float* x, int64_t ldx, const DMatrix& w_all, int64_t n_per_expert,
