@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -103,10 +104,16 @@ def judge_nll(model, tok, prompt_ids: list[int], answer_ids: list[int]) -> tuple
     return float(-lp.sum()), len(answer_ids)
 
 
+@functools.lru_cache(maxsize=None)
+def _topics(corpus: Path):
+    """The training corpus's name counts (counted once per run, not once per evaluation)."""
+    return tt.topic_counts(tt.load_records(corpus / "train.jsonl"))
+
+
 def held_prompts(corpus: Path, n: int):
     """(prompt, reference answer) from the first n held-out records, asked as in training: about the
     record's rarest name ("Tell me about Moses."), or for the passage ("Read me Genesis 1.")."""
-    topics = tt.topic_counts(tt.load_records(corpus / "train.jsonl"))
+    topics = _topics(Path(corpus))
     out = []
     for r in tt.load_records(corpus / "heldout.jsonl")[:n]:
         names = [w for w in tt._NAME.findall(r["text"]) if topics[w] >= tt.MIN_TOPIC_COUNT]
