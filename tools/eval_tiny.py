@@ -104,7 +104,7 @@ def judge_nll(model, tok, prompt_ids: list[int], answer_ids: list[int]) -> tuple
     return float(-lp.sum()), len(answer_ids)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _topics(corpus: Path):
     """The training corpus's name counts (counted once per run, not once per evaluation)."""
     return tt.topic_counts(tt.load_records(corpus / "train.jsonl"))

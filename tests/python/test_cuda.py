@@ -513,10 +513,11 @@ def test_batch_engine_on_gpu_equals_alone(converted, slots):
     _, gpu_m = _engines(converted("default"))
     L = gpu_m.config()["canvas_length"]
     reqs = [
-        (list(range(3, 15)), dict(max_new_tokens=2 * L, steps=6, seed=1)),
-        ([5] * 13, dict(max_new_tokens=L, steps=3, seed=2, t_min=0.1, t_max=0.3)),
-        ([9, 8], dict(max_new_tokens=2 * L, steps=9, seed=3, entropy_bound=0.5, confidence_threshold=0.5)),
-        ([42] * 20, dict(max_new_tokens=L, steps=4, seed=77, stability_threshold=2, eos_ids=[7, 8], pad_id=0)),
+        (list(range(3, 15)), {"max_new_tokens": 2 * L, "steps": 6, "seed": 1}),
+        ([5] * 13, {"max_new_tokens": L, "steps": 3, "seed": 2, "t_min": 0.1, "t_max": 0.3}),
+        ([9, 8], {"max_new_tokens": 2 * L, "steps": 9, "seed": 3, "entropy_bound": 0.5, "confidence_threshold": 0.5}),
+        ([42] * 20, {"max_new_tokens": L, "steps": 4, "seed": 77, "stability_threshold": 2, "eos_ids": [7, 8],
+                     "pad_id": 0}),
     ]
     eng = _cuda.BatchEngine(gpu_m, slots, 64 + 2 * L)
     ids = {eng.submit(p, **kw): i for i, (p, kw) in enumerate(reqs)}
