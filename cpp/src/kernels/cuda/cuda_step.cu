@@ -1,6 +1,6 @@
 // The CUDA session's denoising step (diffrt/session.h): per-row settings uploaded to device memory,
-// then decoder pass + token stats + acceptance/renoise as one CUDA graph (captured once per
-// self-conditioning mode, replayed for every step), then the [B, L] results copied back.
+// then decoder pass + token stats + acceptance/renoise as one CUDA graph (captured on first use per
+// self-conditioning mode and row count, replayed for every step), then the [B, L] results copied back.
 #include <algorithm>
 #include <chrono>
 #include <string>
