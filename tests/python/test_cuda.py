@@ -430,17 +430,19 @@ def test_cli_and_server_on_cuda(converted, tmp_path, monkeypatch, capsys):
     async def ask():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gpu") as client:
-            return await client.post("/api/generate", json={"model": "tiny", "prompt": "hello", "stream": False,
-                                                             "options": {"seed": 1}}, timeout=300)
+            r = await client.post("/api/generate", json={"model": "tiny", "prompt": "hello", "stream": False,
+                                                          "options": {"seed": 1}}, timeout=300)
+            return r, await client.get("/api/ps")
 
     import asyncio
 
     try:
-        r = asyncio.run(ask())
+        r, ps = asyncio.run(ask())
     finally:
         app.state.diffrt.scheduler.close()
     assert r.status_code == 200, r.text
     assert r.json()["done"] is True
+    assert ps.json()["models"][0]["size_vram"] > 0  # the weights live on the GPU
 
 
 def _gen_kwargs(L):

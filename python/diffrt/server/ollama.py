@@ -76,6 +76,14 @@ async def _load_or_unload(state, ref, model_name, keep_alive, key):
                          "done_reason": reason})
 
 
+def _vram_bytes(model) -> int:
+    """GPU memory of a model's weights (device="cuda", once its engine is loaded), else 0."""
+    engine = getattr(model, "_engine", None)
+    if getattr(model, "device", "cpu") != "cuda" or engine is None:
+        return 0
+    return int(getattr(engine, "weight_bytes", 0))
+
+
 def routes(state):
     reg = state.registry
 
@@ -179,7 +187,7 @@ def routes(state):
         for loaded in reg.loaded():
             entry = _entry(loaded.ref)
             expires = loaded.expires_at if loaded.expires_at != float("inf") else time.time() + 10 * 365 * 86400
-            entry.update({"expires_at": _iso(expires), "size_vram": 0, "context_length":
+            entry.update({"expires_at": _iso(expires), "size_vram": _vram_bytes(loaded.model), "context_length":
                           loaded.ref.details.get("context_length")})
             out.append(entry)
         return JSONResponse({"models": out})
