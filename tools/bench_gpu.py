@@ -207,6 +207,11 @@ def diffrt_main(args):
                     row[f"diffrt_{dtype}_graph"] = False
                     row[f"diffrt_{dtype}_graph_error"] = str(e)[:300]
                     row[f"diffrt_{dtype}_step_ms"] = row[f"diffrt_{dtype}_stream_step_ms"]
+                try:  # where the step's time goes (plain launches, an event around every op)
+                    prof = s.profile_step(0.8, 1, 0.1, True)
+                    row[f"diffrt_{dtype}_profile"] = [[n, round(t, 3), c] for n, t, c in prof]
+                except RuntimeError as e:
+                    row[f"diffrt_{dtype}_profile_error"] = str(e)[:300]
                 ms = row[f"diffrt_{dtype}_step_ms"]
                 row[f"diffrt_{dtype}_tokens_per_s_48steps"] = b * L / (48 * ms / 1e3)
                 if "hbm_floor_ms" in row:
@@ -217,7 +222,8 @@ def diffrt_main(args):
                 row[f"diffrt_{dtype}_error"] = f"{type(e).__name__}: {e}"[:300]
             finally:
                 s = None  # free the session's device buffers before the next one
-            print(json.dumps({k: v for k, v in row.items() if k.startswith(f"diffrt_{dtype}") or k == "batch"}),
+            print(json.dumps({k: v for k, v in row.items()
+                              if (k.startswith(f"diffrt_{dtype}") and not k.endswith("_profile")) or k == "batch"}),
                   flush=True)
             save()
         del model
@@ -243,6 +249,14 @@ def diffrt_main(args):
               f"{cell(r, 'diffrt_int8-w8a16_step_ms')} | "
               f"{cell(r, 'diffrt_bf16_over_floor', '{:.2f}')} | {cell(r, 'ref_over_diffrt_bf16', '{:.2f}')} | "
               f"{sp:.2f} | {cell(r, 'diffrt_bf16_tokens_per_s_48steps', '{:.0f}')} |")
+    for b in batches:  # the step's op breakdown, bf16 and int8
+        for dtype in ("bf16", "int8"):
+            prof = rows[b].get(f"diffrt_{dtype}_profile")
+            if prof:
+                total = sum(t for _, t, _ in prof) or math.nan
+                print(f"\n| batch {b}, {dtype}: op | ms | share | calls |\n|---|---|---|---|")
+                for name, t, c in prof[:12]:
+                    print(f"| {name} | {t:.2f} | {100 * t / total:.0f}% | {c} |")
     for b in batches:
         errs = {k: v for k, v in rows[b].items() if k.endswith("_error")}
         if errs:

@@ -600,6 +600,11 @@ def test_random_model_steps(dtype):
     s.random_canvas(0, 3)
     ms = s.time_steps(3, graph=True)
     assert ms > 0
+    prof = s.profile_step()  # op by op: every kind of op of a step shows up once with its calls
+    names = {name.split(" ")[0] for name, _, _ in prof}
+    assert {"gemm", "grouped_experts", "norm_rope", "token_stats", "accept_renoise"} <= names
+    assert all(t >= 0 and n >= 1 for _, t, n in prof)
+    assert dict((n, c) for n, _, c in prof)["accept_renoise"] == 1
     d = s.read_step(False)
     assert ((d["canvas"] >= 0) & (d["canvas"] < 1000)).all()
     assert np.isfinite(d["entropy"]).all()

@@ -243,6 +243,26 @@ void register_cuda_engine(nb::module_& m) {
           nb::arg("n"), nb::arg("temperature") = 0.8f, nb::arg("seed") = 0, nb::arg("entropy_bound") = 0.1,
           nb::arg("graph") = true, "Mean ms per self-conditioned device step over n steps (after a warm-up step).")
       .def(
+          "profile_step",
+          [](PyCudaSession& s, float temperature, uint64_t seed, double entropy_bound, bool self_cond) {
+            diffrt::cuda::StepParams p;
+            p.temperature = temperature;
+            p.seed = seed;
+            p.entropy_bound = entropy_bound;
+            p.self_cond = self_cond;
+            std::vector<diffrt::cuda::OpProfile> prof;
+            {
+              nb::gil_scoped_release nogil;
+              prof = s.s->profile_step(p);
+            }
+            nb::list out;
+            for (const auto& o : prof) out.append(nb::make_tuple(o.name, o.ms, o.calls));
+            return out;
+          },
+          nb::arg("temperature") = 0.8f, nb::arg("seed") = 0, nb::arg("entropy_bound") = 0.1,
+          nb::arg("self_cond") = true,
+          "One step of plain launches timed op by op: [(op, ms, calls)], most time first.")
+      .def(
           "generate",
           [](PyCudaSession& s, const std::vector<std::vector<int32_t>>& prompts, std::optional<int> max_new_tokens,
              std::optional<int> steps, std::optional<double> t_min, std::optional<double> t_max,

@@ -202,44 +202,72 @@ struct CudaSession::Ops {
   bool tc;  // bf16 activations in the tensor-core GEMMs
 
   void gemm(const float* x, int64_t ldx, int64_t M, const DMatrix& w, float* y, int64_t ldy) {
+    Timed t(s, "gemm", w.n, w.k);
     kc::gemm(st, x, ldx, M, w, y, ldy, tc, &s.gemm_scratch_);
   }
   void rms_norm(const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps, float* y, int64_t ldy) {
+    Timed t(s, "rms_norm");
     kc::rms_norm(st, x, ldx, rows, n, w, eps, y, ldy);
   }
   void gelu_tanh_mul(const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int n, float* h,
                      int64_t ldh) {
+    Timed t(s, "gelu_tanh_mul");
     kc::gelu_tanh_mul(st, g, ldg, u, ldu, rows, n, h, ldh);
   }
   void copy(float* dst, const float* src, int64_t n) {
+    Timed t(s, "copy");
     DIFFRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(float) * size_t(n), cudaMemcpyDeviceToDevice, st));
   }
-  void add(float* x, const float* y, int64_t n) { kc::add(st, x, y, n); }
+  void add(float* x, const float* y, int64_t n) {
+    Timed t(s, "add");
+    kc::add(st, x, y, n);
+  }
   void add_rows(float* x, const float* y, int64_t row_elems, int n_rows, const uint8_t* mask) {
+    Timed t(s, "add");
     kc::add_rows(st, x, y, row_elems, n_rows, mask);
   }
-  void add_scale(float* x, const float* y, int64_t n, float v) { kc::add_scale(st, x, y, n, v); }
-  void scale(float* x, int64_t n, float v) { kc::scale(st, x, n, v); }
-  void soft_cap(float* x, int64_t n, float cap) { kc::soft_cap(st, x, n, cap); }
+  void add_scale(float* x, const float* y, int64_t n, float v) {
+    Timed t(s, "add");
+    kc::add_scale(st, x, y, n, v);
+  }
+  void scale(float* x, int64_t n, float v) {
+    Timed t(s, "scale");
+    kc::scale(st, x, n, v);
+  }
+  void soft_cap(float* x, int64_t n, float cap) {
+    Timed t(s, "soft_cap");
+    kc::soft_cap(st, x, n, cap);
+  }
   void softmax_rows(const float* src, float* dst, int64_t ld, int64_t rows, int64_t n) {
+    Timed t(s, "softmax_rows");
     kc::softmax_rows(st, src, dst, ld, rows, n);
   }
-  void round_to_bf16(float* x, int64_t n) { kc::round_to_bf16(st, x, n); }
-  void embed(const DMatrix& E, const int32_t* ids, int64_t n, float v, float* out) { kc::embed(st, E, ids, n, v, out); }
+  void round_to_bf16(float* x, int64_t n) {
+    Timed t(s, "round_to_bf16");
+    kc::round_to_bf16(st, x, n);
+  }
+  void embed(const DMatrix& E, const int32_t* ids, int64_t n, float v, float* out) {
+    Timed t(s, "embed");
+    kc::embed(st, E, ids, n, v, out);
+  }
   void norm_rope(float* x, int64_t tokens, int n_head, int hd, const float* w, float eps, const int32_t* pos,
                  bool sliding) {
+    Timed t(s, "norm_rope");
     kc::rms_norm_rope(st, x, tokens, n_head, hd, w, eps, pos, s.rope_cos_[sliding], s.rope_sin_[sliding]);
   }
   void router_topk(const float* x, int64_t ldx, int64_t M, const DLayer& L, int32_t* idx, float* w) {
+    Timed t(s, "router_topk");
     kc::router_topk(st, x, ldx, M, c.n_embd, L.router_scale, static_cast<const float*>(L.router.data), c.n_expert,
                     L.per_expert_scale, c.n_expert_used, c.rms_eps, idx, w);
   }
   void grouped_experts(const float* x, int64_t ldx, int64_t M, const int32_t* idx, const float* w, const DLayer& L,
                        float* out, int64_t ldo) {
+    Timed t(s, "grouped_experts", 2 * c.n_ff_exp, c.n_embd);
     kc::grouped_experts(st, x, ldx, M, c.n_embd, idx, w, c.n_expert_used, c.n_expert, c.n_ff_exp, L.gate_up_exps,
                         L.down_exps, s.moe_, out, ldo, tc);
   }
   void positions(const int* rows, int n_rows, int S, int32_t* pos) {
+    Timed t(s, "positions");
     kc::positions(st, rows, s.d_n_cached_, n_rows, S, pos);
   }
   bool dumping() const { return false; }
@@ -248,6 +276,7 @@ struct CudaSession::Ops {
   // K/V of the new tokens after each row's held entries (also n_keys/key_pos0/q_pos0 per row),
   // attention over them, then the encoder trims sliding caches to their last W-1 entries.
   void attend(int il, const DLayer& L, bool encoder, const int* d_rows, int n_rows, int S, dg::Activations& a) {
+    Timed t(s, L.sliding ? "attention (sliding)" : "attention (full)");
     const int nh = c.n_head, hd = L.head_dim, kv = L.n_kv, W = c.sliding_window;
     const int qw = nh * hd, kvw = kv * hd;
     kc::kv_append(st, a.k, a.v, kvw, d_rows, s.d_n_cached_, n_rows, S, kv, hd, L.sliding, W, s.cap_[il],

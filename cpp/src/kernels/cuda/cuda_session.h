@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "diffrt/session.h"
@@ -26,6 +27,13 @@ struct StepParams {
   double entropy_bound = 0.1;
   bool self_cond = false;      // use the previous step's processed logits
   bool round_sc_bf16 = false;  // round them to bf16 (transformers casts to the model dtype)
+};
+
+// Device time of one kind of op in a profiled step (name: the op, GEMMs with their N x K).
+struct OpProfile {
+  std::string name;
+  float ms = 0;
+  int calls = 0;
 };
 
 class CudaSession final : public Session {
@@ -58,6 +66,9 @@ class CudaSession final : public Session {
                  float* logits);
   // Mean wall time of n steps in ms (after one warm-up step), timed with CUDA events.
   float time_steps(int n, const StepParams& p, bool use_graph);
+  // One step of plain launches with CUDA events around every op: where a step's time goes, most
+  // first (the events add a little time of their own; use time_steps for the step's time).
+  std::vector<OpProfile> profile_step(const StepParams& p);
   bool graph_used() const { return graph_used_; }
   size_t device_bytes() const { return bytes_; }
 
@@ -74,6 +85,20 @@ class CudaSession final : public Session {
   void run_step(bool self_cond, int n_rows, bool use_graph);
   void launch_step(bool self_cond, int n_rows);
   void check_room(const int32_t* canvas, const char* what) const;  // every row; canvas ids if given
+  // Profiling (profile_step): an event before and after each op while profiling_ is set (ops do
+  // not nest: the events pair up in order).
+  struct Timed {
+    CudaSession& s;
+    const char* name;
+    int64_t n, k;
+    Timed(CudaSession& s_, const char* name_, int64_t n_ = -1, int64_t k_ = -1) : s(s_), name(name_), n(n_), k(k_) {
+      if (s.profiling_) s.prof_mark(nullptr, 0, 0);
+    }
+    ~Timed() {
+      if (s.profiling_) s.prof_mark(name, n, k);
+    }
+  };
+  void prof_mark(const char* name, int64_t n, int64_t k);
   void upload_n_cached();
   void sync();
 
@@ -111,6 +136,9 @@ class CudaSession final : public Session {
   int32_t *h_rows_ = nullptr, *h_chunk_ = nullptr;  // encode()'s staging: [batch], [batch * L]
   std::vector<cudaGraphExec_t> graph_exec_;  // [self_cond * batch + n_rows - 1]
   bool graph_broken_ = false, graph_used_ = false;
+  bool profiling_ = false;
+  std::vector<cudaEvent_t> prof_events_;  // pairs: before, after
+  std::vector<std::string> prof_names_;
 };
 
 }  // namespace diffrt::cuda

@@ -70,7 +70,11 @@ void CudaSession::launch_step(bool self_cond, int n_rows) {
   const int L = c.canvas_length, V = c.n_vocab;
   const int64_t M = int64_t(n_rows) * L, M_all = int64_t(batch_) * L;
   decoder_pass(canvas_, self_cond ? sc_ : nullptr, sc_rows_, n_rows);
-  kc::token_stats(st_, a_.logits, sc_, M, V, L, params_, tape_, amax_, H_, sampled_);
+  {
+    Timed t(*this, "token_stats");
+    kc::token_stats(st_, a_.logits, sc_, M, V, L, params_, tape_, amax_, H_, sampled_);
+  }
+  Timed t(*this, "accept_renoise");
   kc::accept_renoise(st_, H_, sampled_, n_rows, L, V, params_, tape_ + M_all, accepted_, canvas_, mean_H_);
 }
 
@@ -194,6 +198,45 @@ float CudaSession::time_steps(int n, const StepParams& p, bool use_graph) {
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   return ms / float(n);
+}
+
+void CudaSession::prof_mark(const char* name, int64_t n, int64_t k) {
+  cudaEvent_t e = nullptr;
+  if (cudaEventCreate(&e) != cudaSuccess || cudaEventRecord(e, st_) != cudaSuccess) {
+    cudaGetLastError();
+    if (e) cudaEventDestroy(e);
+    return;  // a missing pair is dropped when the profile is read
+  }
+  prof_events_.push_back(e);
+  if (name) prof_names_.push_back(n >= 0 ? std::string(name) + " " + std::to_string(n) + "x" + std::to_string(k) : name);
+}
+
+std::vector<OpProfile> CudaSession::profile_step(const StepParams& p) {
+  struct Reset {
+    CudaSession& s;
+    ~Reset() {
+      s.profiling_ = false;
+      for (cudaEvent_t e : s.prof_events_) cudaEventDestroy(e);
+      s.prof_events_.clear();
+      s.prof_names_.clear();
+    }
+  } reset{*this};
+  profiling_ = true;
+  step_all(p, false);
+  sync();
+  profiling_ = false;
+  std::vector<OpProfile> out;
+  if (prof_events_.size() != 2 * prof_names_.size()) throw kc::CudaError("profile_step: lost events");
+  for (size_t i = 0; i < prof_names_.size(); ++i) {
+    float ms = 0.f;
+    DIFFRT_CUDA_CHECK(cudaEventElapsedTime(&ms, prof_events_[2 * i], prof_events_[2 * i + 1]));
+    auto it = std::find_if(out.begin(), out.end(), [&](const OpProfile& o) { return o.name == prof_names_[i]; });
+    if (it == out.end()) it = out.insert(out.end(), OpProfile{prof_names_[i], 0.f, 0});
+    it->ms += ms;
+    ++it->calls;
+  }
+  std::sort(out.begin(), out.end(), [](const OpProfile& a, const OpProfile& b) { return a.ms > b.ms; });
+  return out;
 }
 
 }  // namespace diffrt::cuda
