@@ -114,6 +114,19 @@ def test_load_cuda_without_gpu_is_a_clear_error(converted):
         diffrt.load(converted("default"), device="cuda")
 
 
+def test_cuda_helpers_refuse_cpu_models(converted):
+    # The GPU entry points name what is wrong instead of failing inside the engine.
+    import diffrt.cuda as dc
+
+    cpu_model = diffrt.load(converted("default"))
+    with pytest.raises(ValueError, match="device='cuda'"):
+        dc.batch_engine(cpu_model, 2, 256)
+    with pytest.raises(ValueError, match="device='cuda'"):
+        dc.generate(cpu_model, [[1, 2, 3]])
+    with pytest.raises(ValueError, match="dtype"):
+        dc.random_model({"n_layer": 1}, "fp8")
+
+
 # ---- ops ----------------------------------------------------------------------------------------
 
 
