@@ -4,11 +4,13 @@
 #   processes so a sticky CUDA error in one cannot hide the other's results), 3. benchmark a
 #   full-size-shaped DiffusionGemma: transformers on the card, then diffrt (random weights made on
 #   the device) in its own process, and print one combined table.
-# Wheels that the machine lacks (transformers==5.23.0, regex, gguf, ml_dtypes) travel in .whl/.
-# Make them here once (.whl/ is git-ignored via .git/info/exclude; the device tool carries it):
+# Wheels that the machine lacks (transformers==5.23.0, regex, gguf, ml_dtypes; starlette and httpx
+# with their pure-Python dependencies for the server test) travel in .whl/. Make them here once
+# (.whl/ is git-ignored via .git/info/exclude; the device tool carries it):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl transformers==5.23.0 regex gguf==0.19.0 ml_dtypes==0.6.0
+#     -d .whl transformers==5.23.0 regex gguf==0.19.0 ml_dtypes==0.6.0 \
+#     starlette anyio sniffio httpx httpcore h11 idna certifi
 # Must finish in under 8 minutes: every stage after the build has a timeout (sum 335 s, +30 s when an op test fails; the build takes 1-2 min).
 # Writes logs, JSON and summary.md under $OUT (default /tmp/diffrt_device).
 set -uo pipefail

@@ -427,6 +427,7 @@ def test_cli_and_server_on_cuda(converted, tmp_path, monkeypatch, capsys):
     import functools
 
     httpx = pytest.importorskip("httpx")
+    pytest.importorskip("starlette")  # the server's dependency (a bare device image may lack it)
     from diffrt.cli import main
     from diffrt.embed import create
     from diffrt.model import load
