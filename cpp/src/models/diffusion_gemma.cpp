@@ -51,8 +51,12 @@ struct CpuOps {
   void softmax_rows(const float* src, float* dst, int64_t ld, int64_t rows, int64_t n) {
     kernels::softmax_rows(pool, src, ld, dst, ld, rows, n);
   }
-  void round_to_bf16(float* x, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) x[i] = diffrt::round_to_bf16(x[i]);
+  void round_to_bf16(float* x, int64_t n) {  // [M, V] probabilities: worth the pool
+    const int64_t chunk = 1 << 16, tasks = (n + chunk - 1) / chunk;
+    pool.parallel_for(int(tasks), [&](int t, int) {
+      const int64_t end = std::min(n, (t + 1) * chunk);
+      for (int64_t i = t * chunk; i < end; ++i) x[i] = diffrt::round_to_bf16(x[i]);
+    });
   }
   void embed(const Matrix& E, const int32_t* ids, int64_t n, float scale, float* out) {
     const int64_t H = E.k;
