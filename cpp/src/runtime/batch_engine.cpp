@@ -18,7 +18,6 @@ struct BatchEngine::Slot {
   bool want_steps = false;
   int n_canvas = 0, c = 0, k = 0;  // canvases allowed, current canvas, executed steps in it
   bool have_sc = false, finished = false, needs_encode = false, cancel = false;
-  float mean_H = 0;
   std::vector<int32_t> history;  // [stability_threshold, L] last argmax canvases, oldest first
 };
 
@@ -162,9 +161,8 @@ void BatchEngine::tick() {
     Slot& s = slot_[r];
     if (!s.active) continue;
     const size_t o = size_t(r) * L_;
-    s.mean_H = v.mean_entropy[r];
     if (s.p.adaptive_stopping() && rowstep::stops(v.argmax + o, L_, s.history.data(), int(s.history.size()) / L_,
-                                              size_t(L_), s.mean_H, float(s.p.confidence_threshold)))
+                                              size_t(L_), v.mean_entropy[r], float(s.p.confidence_threshold)))
       s.finished = true;
     s.have_sc = true;
     ++s.k;

@@ -34,7 +34,8 @@ class CpuSession final : public Session {
   void load_cache(int layer, int row, int T, const float* k, const float* v);
 
  private:
-  // The decoder pass over rows 0..n_rows-1 (the others' logits are left as they are).
+  // The decoder pass over rows 0..n_rows-1 (the others' logits are left as they are); the caller
+  // has checked the rows' room and the canvas ids.
   const float* pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, int n_rows);
 
   std::shared_ptr<const dg::DiffusionGemma> model_;

@@ -38,6 +38,9 @@ StepView CpuSession::step(const RowStep* rows, bool self_cond_bf16) {
   StepView view{canvas_, amax_, accepted_, mean_H_, 0, 0};
   if (n == 0) return view;
 
+  // The session's own canvas holds vocabulary ids (start_canvas checks them, renoising draws them):
+  // only the rows' room is checked, not the canvas again at every step.
+  check_denoise_args(nullptr, n, L, V, max_context_, cache_.n_cached.data(), "step");
   auto t0 = Clock::now();
   const float* logits = pass(canvas_, any_sc ? sc_ : nullptr, sc_rows_, n);
   view.pass_s = since(t0);

@@ -1,6 +1,6 @@
-// The per-row part of a denoising step, shared by generate() (rows in lockstep, one SamplerParams)
-// and BatchEngine (each row its own request): acceptance by entropy and renoising, the adaptive
-// stopping rule, and the EOS -> pad rewrite of a committed canvas.
+// The per-row rules of a denoising loop: acceptance by entropy and renoising (the CPU session's
+// step), and, shared by generate() (rows in lockstep, one SamplerParams) and BatchEngine (each row
+// its own request), the adaptive stopping rule and the EOS -> pad rewrite of a committed canvas.
 #pragma once
 #include <algorithm>
 #include <cstddef>

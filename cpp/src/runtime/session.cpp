@@ -123,13 +123,12 @@ void CpuSession::encode(const int32_t* ids, int n_rows, int T, const int* rows) 
 }
 
 const float* CpuSession::denoise(const int32_t* canvas, const float* self_cond) {
+  const ModelConfig& c = model_->config();
+  check_denoise_args(canvas, batch_, c.canvas_length, c.n_vocab, max_context_, cache_.n_cached.data(), "denoise");
   return pass(canvas, self_cond, nullptr, batch_);
 }
 
 const float* CpuSession::pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, int n_rows) {
-  const ModelConfig& c = model_->config();
-  const int L = c.canvas_length, V = c.n_vocab;
-  check_denoise_args(canvas, n_rows, L, V, max_context_, cache_.n_cached.data(), "denoise");
   // The model's pass covers rows 0..cache.batch-1 (row strides do not depend on it): shrink it
   // for this pass only.
   struct Restore {
