@@ -16,16 +16,21 @@ void check(cudaError_t e, const char* what, const char* file, int line) {
 
 namespace {
 
+// 1 / sqrt(mean(x²) + eps) of one row, the sum of squares in double (every thread gets it).
+__device__ float rms_inverse(const float* xr, int n, float eps, double* sh) {
+  double ss = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) ss += double(xr[i]) * double(xr[i]);
+  ss = block_sum(ss, sh);
+  const float ms = float(ss / double(n));
+  return 1.0f / sqrtf(ms + eps);
+}
+
 __global__ void rms_norm_kernel(const float* x, int64_t ldx, int n, const float* w, float eps, float* y,
                                 int64_t ldy) {
   __shared__ double sh[32];
   const float* xr = x + int64_t(blockIdx.x) * ldx;
   float* yr = y + int64_t(blockIdx.x) * ldy;
-  double ss = 0.0;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) ss += double(xr[i]) * double(xr[i]);
-  ss = block_sum(ss, sh);
-  const float ms = float(ss / double(n));
-  const float inv = 1.0f / sqrtf(ms + eps);
+  const float inv = rms_inverse(xr, n, eps, sh);
   for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = w ? (xr[i] * inv) * w[i] : xr[i] * inv;
 }
 
@@ -118,11 +123,7 @@ __global__ void norm_rope_kernel(float* x, int n_head, int hd, const float* w, f
   __shared__ double sh[32];
   const int64_t t = blockIdx.x / n_head;
   float* v = x + int64_t(blockIdx.x) * hd;  // token t, head blockIdx.x % n_head: rows of hd are contiguous
-  double ss = 0.0;
-  for (int i = threadIdx.x; i < hd; i += blockDim.x) ss += double(v[i]) * double(v[i]);
-  ss = block_sum(ss, sh);
-  const float ms = float(ss / double(hd));
-  const float inv = 1.0f / sqrtf(ms + eps);
+  const float inv = rms_inverse(v, hd, eps, sh);
   const int half = hd / 2;
   const float* c = cos + int64_t(pos[t]) * half;
   const float* s = sin + int64_t(pos[t]) * half;
