@@ -337,18 +337,13 @@ void CudaSession::decoder_pass(const int32_t* canvas, const float* self_cond, co
   dg::denoise_pass(ops, model_->config(), model_->w, a_, canvas, self_cond, sc_rows, d_rows_, n_rows);
 }
 
-void CudaSession::check_room(const int32_t* canvas, const char* what) const {
-  const ModelConfig& c = model_->config();
-  check_denoise_args(canvas, batch_, c.canvas_length, c.n_vocab, max_context_, n_cached_.data(), what);
-}
-
 // The canvas goes to tok_ and self_cond to the probs buffer (softmax in place), so the step state
 // (canvas_, sc_) is left as it is.
 const float* CudaSession::denoise(const int32_t* canvas, const float* self_cond) {
   const ModelConfig& c = model_->config();
   const int L = c.canvas_length, V = c.n_vocab;
   const size_t M = size_t(batch_) * L;
-  check_room(canvas, "denoise");
+  check_denoise_args(canvas, batch_, L, V, max_context_, n_cached_.data(), "denoise");
   if (!h_logits_)  // only denoise() brings [B, L, V] logits to the host: pinned on first use
     DIFFRT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_logits_), sizeof(float) * M * V));
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(tok_, canvas, sizeof(int32_t) * M, cudaMemcpyHostToDevice, st_));

@@ -80,11 +80,11 @@ class CudaSession final : public Session {
   struct Ops;  // the op set of models/diffusion_gemma_passes.h on this session's buffers
   void decoder_pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, int n_rows);
   void upload_rows(const RowStep* rows, bool round_bf16);  // per-row settings and tapes -> device
+  int launch_rows(const RowStep* rows, bool self_cond_bf16, bool use_graph);  // checks, upload, run
   // The step over rows 0..n_rows-1: a graph per (self-conditioning mode, row count), captured on
   // first use and replayed, or plain launches.
   void run_step(bool self_cond, int n_rows, bool use_graph);
   void launch_step(bool self_cond, int n_rows);
-  void check_room(const int32_t* canvas, const char* what) const;  // every row; canvas ids if given
   // Profiling (profile_step): an event before and after each op while profiling_ is set (ops do
   // not nest: the events pair up in order).
   struct Timed {

@@ -108,24 +108,29 @@ void CudaSession::run_step(bool self_cond, int n_rows, bool use_graph) {
 }
 
 // The pass covers rows 0..(last active row): trailing inactive rows (free server slots, finished
-// rows) cost nothing; a graph exists per row count in use.
-StepView CudaSession::step(const RowStep* rows, bool self_cond_bf16) {
+// rows) cost nothing; a graph exists per row count in use. Returns that row count (0: nothing ran).
+int CudaSession::launch_rows(const RowStep* rows, bool self_cond_bf16, bool use_graph) {
   const ModelConfig& c = model_->config();
-  const int L = c.canvas_length;
-  check_row_steps(rows, batch_, L, c.n_vocab);
+  check_row_steps(rows, batch_, c.canvas_length, c.n_vocab);
   int n = 0;
   bool any_sc = false;
   for (int r = 0; r < batch_; ++r) {
     if (rows[r].active) n = r + 1;
     any_sc |= rows[r].active && rows[r].self_cond;
   }
-  StepView view{h_canvas_, h_amax_, h_accepted_, h_mean_H_, 0, 0};
-  if (n == 0) return view;
-  check_denoise_args(nullptr, n, L, c.n_vocab, max_context_, n_cached_.data(), "step");
-  const int64_t M = int64_t(n) * L;
-  const auto t0 = std::chrono::steady_clock::now();
+  if (n == 0) return 0;
+  check_denoise_args(nullptr, n, c.canvas_length, c.n_vocab, max_context_, n_cached_.data(), "step");
   upload_rows(rows, self_cond_bf16);
-  run_step(any_sc, n, true);
+  run_step(any_sc, n, use_graph);
+  return n;
+}
+
+StepView CudaSession::step(const RowStep* rows, bool self_cond_bf16) {
+  StepView view{h_canvas_, h_amax_, h_accepted_, h_mean_H_, 0, 0};
+  const auto t0 = std::chrono::steady_clock::now();
+  const int n = launch_rows(rows, self_cond_bf16, true);
+  if (n == 0) return view;
+  const int64_t M = int64_t(n) * model_->config().canvas_length;
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_canvas_, canvas_, sizeof(int32_t) * M, cudaMemcpyDeviceToHost, st_));
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_amax_, amax_, sizeof(int32_t) * M, cudaMemcpyDeviceToHost, st_));
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(h_accepted_, accepted_, M, cudaMemcpyDeviceToHost, st_));
@@ -148,10 +153,7 @@ void CudaSession::step_all(const StepParams& p, bool use_graph) {
     rs.step = p.step;
     rs.key = r;
   }
-  check_row_steps(all_rows_.data(), batch_, model_->config().canvas_length, model_->config().n_vocab);
-  check_room(nullptr, "step");
-  upload_rows(all_rows_.data(), p.round_sc_bf16);
-  run_step(p.self_cond, batch_, use_graph);
+  launch_rows(all_rows_.data(), p.round_sc_bf16, use_graph);
 }
 
 void CudaSession::read_step(int32_t* canvas, int32_t* argmax, float* entropy, uint8_t* accepted, int32_t* sampled,
