@@ -274,7 +274,8 @@ class Generator:
         return self._result(out, p, batched)
 
     def _run_cuda(self, rows, batched, p, tape_arrays, step_cb, canvas_cb) -> GenerationResult:
-        # The same C++ loop with a GPU session: passes on the device, sampler and callbacks on the host.
+        # The same C++ loop with a GPU session: each step (pass and sampler) on the device, the loop's
+        # stopping rule and the callbacks on the host.
         from . import cuda
 
         tape = dict(zip(("init", "samples", "renoise"), tape_arrays)) if tape_arrays else None

@@ -36,7 +36,7 @@ def add_parser(sub):
         default="auto",
         choices=("auto", "f32", "bf16", "int8", "int8-w8a8", "int8-w8a16"),  # diffrt.model.COMPUTE_TYPES
         help="compute type: auto = the fastest this CPU supports for the file's weight type "
-        "(on cuda: bf16 for a BF16 file, else f32; int8 = int8 weights)",
+        "(on cuda: int8 for Q8_0, bf16 for BF16, else f32; cuda takes auto, f32, bf16, int8, int8-w8a16)",
     )
     p.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
     p.add_argument("--system", default=None, help="system prompt (default: the model's own, if any)")
