@@ -35,6 +35,11 @@ TINY_CONFIGS: dict[str, dict] = {
     "bf16": dict(dtype="bfloat16", condition=True),
     # Default model in 3 safetensors shards + model.safetensors.index.json.
     "sharded": dict(shards=3),
+    # Conditioned, with rows of 256 / 512 (multiples of Q8_0's 32 and of 256) ...
+    "wide": dict(hidden=256, intermediate=512, moe_intermediate=64, condition=True),
+    # ... and of 96 / 160 / 48 (48: no whole Q8_0 block, so the converter keeps those rows in F16).
+    "odd_cond": dict(hidden=96, intermediate=160, moe_intermediate=48, heads=3, kv_heads=1, global_kv_heads=1,
+                     head_dim=24, global_head_dim=48, vocab=300, condition=True),
 }
 
 

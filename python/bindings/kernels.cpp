@@ -4,6 +4,7 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
+#include <atomic>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -40,6 +41,16 @@ using diffrt_py::need;
 void register_kernels(nb::module_& parent) {
   nb::module_ m = parent.def_submodule("_kernels", "CPU kernels, for tests");
   m.def("path", [] { return std::string(cpu_path_name(cpu_path())); });
+  // A parallel_for of n_tasks tasks, task `throw_at` throwing: the pool's exception path. Returns
+  // how many tasks ran (all of them when throw_at is out of range).
+  m.def("_pool_run", [](int n_tasks, int throw_at) {
+    std::atomic<int> ran{0};
+    pool().parallel_for(n_tasks, [&](int task, int) {
+      if (task == throw_at) throw InvalidArgument("task " + std::to_string(task) + " failed");
+      ran.fetch_add(1);
+    });
+    return ran.load();
+  });
 
   // y = x · Wᵀ (kn=False, w raw rows [n][row_bytes]) or x · B (kn=True, w raw rows [k][row_bytes]).
   m.def("gemm", [](F32 x, U8 w, const std::string& type, int64_t n, int64_t k, bool kn, bool serial) {

@@ -3,6 +3,8 @@ errors for bad input, cache semantics, and zero allocations in a denoising step.
 
 from __future__ import annotations
 
+import os
+
 import diffrt
 import numpy as np
 import pytest
@@ -113,6 +115,13 @@ def test_missing_tensor_is_a_format_error(converted, tmp_path):
 
 
 def test_denoise_allocates_nothing(model):
+    # the counter itself must work, else every "== 0" below holds vacuously: creating a session
+    # allocates. Under tools/sanitize.sh the preloaded ASan runtime's operator new wins over ours.
+    before = _core._debug_alloc_count()
+    model.session(batch=1, max_context=32)
+    if _core._debug_alloc_count() == before and "libasan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("allocation counting is replaced by the AddressSanitizer runtime")
+    assert _core._debug_alloc_count() > before
     s = model.session(batch=2, max_context=64)
     s.encode(np.arange(20).reshape(2, 10))
     canvas = np.ascontiguousarray(np.arange(32, dtype=np.int32).reshape(2, 16))
@@ -123,10 +132,6 @@ def test_denoise_allocates_nothing(model):
     # committing a canvas (an encoder pass of L tokens per row) allocates nothing either
     assert s._s._debug_encode_allocs(canvas) == 0
     assert s.n_cached == 26
-    # the counter itself works: creating a session allocates
-    before = _core._debug_alloc_count()
-    model.session(batch=1, max_context=32)
-    assert _core._debug_alloc_count() > before
 
 
 def test_every_storage_type_runs_in_f32(converted):

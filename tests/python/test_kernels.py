@@ -238,5 +238,19 @@ def test_kernels_on_path(path):
     assert f"path {path}" in res.stdout
 
 
+def test_a_throwing_task_is_an_error_not_an_abort():
+    """An exception in a pool task (on a worker thread or the caller) reaches Python as the error it
+    is, and the pool keeps working; before, a worker's exception called std::terminate."""
+    from diffrt import _core
+
+    k = _core._kernels
+    assert k._pool_run(64, -1) == 64
+    for throw_at in (0, 1, 37, 63):
+        with pytest.raises(ValueError, match=f"task {throw_at} failed"):
+            k._pool_run(64, throw_at)
+        assert k._pool_run(64, -1) == 64
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -1,6 +1,9 @@
 // Persistent worker threads; tasks are claimed from an atomic counter.
 #include "core/thread_pool.h"
 
+#include <exception>
+#include <utility>
+
 namespace diffrt {
 namespace {
 thread_local bool t_in_pool_task = false;
@@ -27,7 +30,15 @@ void ThreadPool::drain(int thread) {
   bool was = t_in_pool_task;
   t_in_pool_task = true;
   t_thread = thread;
-  for (int i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_tasks_;) fn_(ctx_, i, thread);
+  for (int i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_tasks_;) {
+    try {
+      fn_(ctx_, i, thread);
+    } catch (...) {  // an exception must not leave a worker thread (std::terminate): run() rethrows it
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!error_) error_ = std::current_exception();
+      next_.store(n_tasks_, std::memory_order_relaxed);  // skip the tasks not yet claimed
+    }
+  }
   t_in_pool_task = was;
 }
 
@@ -67,8 +78,13 @@ void ThreadPool::run(int n_tasks, TaskFn fn, void* ctx) {
   }
   cv_work_.notify_all();
   drain(0);
-  std::unique_lock<std::mutex> lk(mu_);
-  cv_done_.wait(lk, [&] { return busy_ == 0; });
+  std::exception_ptr error;
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_done_.wait(lk, [&] { return busy_ == 0; });
+    error = std::exchange(error_, nullptr);
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace diffrt

@@ -4,9 +4,12 @@
 // calling thread, and returns when all are done. It allocates nothing (the callable is passed by
 // pointer), so it is safe inside a denoising step. A parallel_for issued from inside a task runs
 // serially on that thread. One parallel_for at a time per pool (callers serialise on a mutex).
+// A task that throws: the tasks not yet started are skipped and parallel_for rethrows the first
+// exception on the calling thread, once every thread has left the run.
 #pragma once
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -47,6 +50,7 @@ class ThreadPool {
   int n_tasks_ = 0;
   std::atomic<int> next_{0};
   int busy_ = 0;  // workers still inside the current generation
+  std::exception_ptr error_;  // the first exception a task of the current run threw (under mu_)
 };
 
 }  // namespace diffrt

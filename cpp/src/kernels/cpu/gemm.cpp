@@ -73,11 +73,15 @@ void gemm_panel_portable(int64_t M, int kc, const float* A, int64_t lda, const f
   constexpr int MR = 4, NR = 16;
   for (int64_t m0 = 0; m0 < M; m0 += MR) {
     int mr = int(std::min<int64_t>(MR, M - m0));
+    // All MR rows every pass (a short pass repeats its last row, not stored): see
+    // gemm_packed_generic.h for the GCC -O3 over-read an `i < mr` loop here can turn into.
+    const float* ar[MR];
+    for (int i = 0; i < MR; ++i) ar[i] = A + (m0 + std::min(i, mr - 1)) * lda;
     float acc[MR][NR] = {};
     for (int k = 0; k < kc; ++k) {
       const float* b = Bp + k * NR;
-      for (int i = 0; i < mr; ++i) {
-        float a = A[(m0 + i) * lda + k];
+      for (int i = 0; i < MR; ++i) {
+        float a = ar[i][k];
         for (int j = 0; j < NR; ++j) acc[i][j] += a * b[j];
       }
     }
@@ -127,15 +131,29 @@ void pack_panel(const Matrix& w, int64_t n0, int nvalid, int64_t k0, int kc, int
 // Asks for the stored bytes of W that pack_panel(n0, nvalid, k0, kc) will read, so that a
 // panel's weights stream in from DRAM while the previous panel is being multiplied (without this
 // the GEMM waits on memory for large-N weights such as the LM head).
+// Byte range [off, off + len) of a stored row that holds its elements [e0, e0 + count): whole
+// blocks for a block type, so e0 and count need not be multiples of the block (a KN Q8_0 panel
+// starts at any multiple of NR = 16).
+void element_span(GGMLType t, int64_t e0, int64_t count, size_t& off, size_t& len) {
+  if (t == GGMLType::Q8_0) {
+    const int64_t b0 = e0 / 32, b1 = (e0 + count + 31) / 32;
+    off = size_t(b0) * 34;
+    len = size_t(b1 - b0) * 34;
+    return;
+  }
+  off = ggml_row_bytes(t, e0);
+  len = ggml_row_bytes(t, count);
+}
+
 void prefetch_panel(const Matrix& w, int64_t n0, int nvalid, int64_t k0, int kc) {
+  size_t off, len;
   if (w.kn) {
-    const size_t off = ggml_row_bytes(w.type, n0), len = ggml_row_bytes(w.type, nvalid);
+    element_span(w.type, n0, nvalid, off, len);
     for (int kk = 0; kk < kc; ++kk)
       for (size_t b = 0; b < len; b += 64) __builtin_prefetch(w.row(k0 + kk) + off + b, 0, 2);
     return;
   }
-  const size_t off = w.type == GGMLType::Q8_0 ? size_t(k0 / 32) * 34 : ggml_row_bytes(w.type, k0);
-  const size_t len = w.type == GGMLType::Q8_0 ? size_t((kc + 31) / 32) * 34 : ggml_row_bytes(w.type, kc);
+  element_span(w.type, k0, kc, off, len);
   for (int j = 0; j < nvalid; ++j)
     for (size_t b = 0; b < len; b += 64) __builtin_prefetch(w.row(n0 + j) + off + b, 0, 2);
 }
