@@ -44,6 +44,13 @@ void register_model(nb::module_& m) {
     d["path"] = diffrt::cpu_path_name(diffrt::cpu_path());
     return d;
   }, "CPU features found at run time, the best kernel path and the one in use (DIFFRT_CPU_PATH).");
+  m.def("compute_types", [](const std::string& device) {
+    diffrt::Device d = device == "cuda" ? diffrt::Device::Cuda : diffrt::Device::Cpu;
+    if (device != "cpu" && device != "cuda") throw diffrt::InvalidArgument("device must be 'cpu' or 'cuda', got '" + device + "'");
+    std::vector<std::string> names;
+    for (diffrt::ComputeType t : diffrt::supported_compute_types(d)) names.push_back(diffrt::compute_type_name(t));
+    return names;
+  }, nb::arg("device") = "cpu", "The compute types a device takes, \"auto\" first (diffrt/compute_type.h).");
   m.def("_debug_alloc_count", [] { return diffrt::alloc_count(); },
         "Number of global operator new calls in this process so far.");
 
@@ -53,7 +60,7 @@ void register_model(nb::module_& m) {
           [](const std::string& path, int threads, const std::string& compute_type) {
             diffrt::LoadOptions opt;
             opt.threads = threads;
-            opt.compute_type = compute_type;
+            opt.compute_type = diffrt::parse_compute_type(compute_type, diffrt::Device::Cpu);
             PyModel pm;
             {
               nb::gil_scoped_release nogil;
@@ -63,7 +70,7 @@ void register_model(nb::module_& m) {
           },
           nb::arg("path"), nb::arg("threads") = 0, nb::arg("compute_type") = "auto")
       .def("config", [](const PyModel& m) { return config_dict(m.model->config()); })
-      .def_prop_ro("compute_type", [](const PyModel& m) { return m.model->compute_type(); })
+      .def_prop_ro("compute_type", [](const PyModel& m) { return diffrt::compute_type_name(m.model->compute_type()); })
       .def_prop_ro("threads", [](const PyModel& m) {
         return static_cast<const diffrt::dg::DiffusionGemma&>(*m.model).pool().size();
       });

@@ -8,6 +8,7 @@
 #include <diffrt/sampler.h>
 
 #include "bindings.h"
+#include "sampler_params.h"
 
 namespace {
 
@@ -26,6 +27,17 @@ nb::ndarray<nb::numpy, T> owned(std::vector<T>&& v, std::initializer_list<size_t
 void register_sampler(nb::module_& root) {
   nb::module_ m = root.def_submodule("sampler", "sampler primitives (for tests)");
 
+  m.def(
+      "check_params",
+      [](int max_new_tokens, int steps, double t_min, double t_max, double entropy_bound, int stability_threshold,
+         double confidence_threshold) {
+        diffrt_py::sampler_params({}, max_new_tokens, steps, t_min, t_max, entropy_bound, stability_threshold,
+                                  confidence_threshold, std::nullopt, std::nullopt, 0)
+            .validate();
+      },
+      nb::arg("max_new_tokens"), nb::arg("steps"), nb::arg("t_min"), nb::arg("t_max"), nb::arg("entropy_bound"),
+      nb::arg("stability_threshold"), nb::arg("confidence_threshold"),
+      "SamplerParams::validate(): ValueError naming the first bad setting (diffrt/sampler.h).");
   m.def("temperature", &diffrt::temperature, nb::arg("t_min"), nb::arg("t_max"), nb::arg("cur_step"),
         nb::arg("n_steps"));
 

@@ -37,18 +37,17 @@ def _module():
 
 def load_engine(model):
     """The _cuda.Model for a diffrt.Model opened with device="cuda"."""
-    ct = getattr(model, "requested_compute_type", "auto")
-    if ct not in ("auto", "f32", "bf16", "int8", "int8-w8a16"):
-        raise ValueError(
-            f"device='cuda': compute_type must be 'auto', 'f32', 'bf16', 'int8' or 'int8-w8a16', got {ct!r}")
-    return _module().Model.load(model.path, ct)
+    return _module().Model.load(model.path, getattr(model, "requested_compute_type", "auto"))
 
 
 def random_model(config: dict, dtype: str = "bf16", seed: int = 0):
     """A _cuda.Model with random weights of the given shape (keys as Model.config; head_dim /
     n_kv_head may be ints with global_head_dim / n_kv_head_full for the full layers)."""
-    if dtype not in ("f32", "bf16", "int8", "int8-w8a16"):
-        raise ValueError(f"dtype must be 'f32', 'bf16', 'int8' or 'int8-w8a16', got {dtype!r}")
+    from . import _core
+
+    concrete = [t for t in _core.compute_types("cuda") if t != "auto"]
+    if dtype not in concrete:  # checked before asking for a device, so it is said without a GPU too
+        raise ValueError(f"dtype must be one of {', '.join(concrete)}, got {dtype!r}")
     return _module().random_model(dict(config), dtype, int(seed))
 
 

@@ -15,17 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .gguf_names import KEYS
+from .params import SAMPLER_KWARGS, TABLE, check_sampler, transformers_defaults
 
 # transformers' DiffusionGemmaGenerationConfig defaults (spec §10.1)
-_HF_DEFAULTS = {
-    "max_new_tokens": 256,
-    "steps": 48,
-    "t_min": 0.4,
-    "t_max": 0.8,
-    "entropy_bound": 0.1,
-    "stability_threshold": 1,
-    "confidence_threshold": 0.005,
-}
+_HF_DEFAULTS = transformers_defaults()
 
 
 @dataclass
@@ -67,18 +60,10 @@ def _f32_decimal(x):
 
 def sampler_defaults(metadata: dict) -> dict:
     """The file's generation defaults, in generate()'s parameter names."""
-    keys = {
-        "max_new_tokens": "DIFFRT_MAX_NEW_TOKENS",
-        "steps": "MAX_STEPS",
-        "t_min": "T_MIN",
-        "t_max": "T_MAX",
-        "entropy_bound": "ENTROPY_BOUND",
-        "stability_threshold": "STABILITY_THRESHOLD",
-        "confidence_threshold": "CONFIDENCE_THRESHOLD",
-    }
+    keys = {q.generate: q.key for q in TABLE if q.generate in SAMPLER_KWARGS}
     out = {}
     for name, key in keys.items():
-        v = metadata.get(KEYS[key])
+        v = metadata.get(key)
         if v is None:
             v = _HF_DEFAULTS[name]
         elif isinstance(_HF_DEFAULTS[name], float):
@@ -136,10 +121,10 @@ def resolve_params(defaults: dict, **given) -> dict:
         if v is not None:
             p[k] = v
 
-    def need_int(name, lo):
+    def need_int(name):
         v = p[name]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo} (got {v!r})")
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer (got {v!r})")
         p[name] = int(v)
 
     def need_float(name):
@@ -152,21 +137,16 @@ def resolve_params(defaults: dict, **given) -> dict:
             raise ValueError(f"{name} must be a finite number (got {v!r})")
         p[name] = float(v)
 
-    need_int("max_new_tokens", 1)
-    need_int("steps", 1)
-    if p["steps"] > 4095:
-        raise ValueError(f"steps must be <= 4095 (got {p['steps']})")
-    need_int("stability_threshold", 0)
-    for name in ("t_min", "t_max", "entropy_bound", "confidence_threshold"):
-        need_float(name)
-    if p["t_min"] < 0:
-        raise ValueError(f"t_min must be >= 0 (got {p['t_min']})")
-    if p["t_min"] >= p["t_max"]:
-        raise ValueError(f"t_min must be < t_max (got t_min={p['t_min']}, t_max={p['t_max']})")
-    if p["entropy_bound"] <= 0:
-        raise ValueError(f"entropy_bound must be > 0 (got {p['entropy_bound']})")
-    if p["confidence_threshold"] <= 0:
-        raise ValueError(f"confidence_threshold must be > 0 (got {p['confidence_threshold']})")
+    # Types here; each parameter's own range from the table (diffrt/params.py); then the sampler's
+    # check, SamplerParams::validate() in C++, which every other front end asks too.
+    by_kw = {q.generate: q for q in TABLE if q.generate}
+    for name in SAMPLER_KWARGS:
+        q = by_kw[name]
+        need_int(name) if q.type is int else need_float(name)
+        err = q.check(p[name])
+        if err:
+            raise ValueError(f"{name} {err} (got {p[name]!r})")
+    check_sampler(p)
     seed = p.get("seed")
     if seed is None:
         seed = int(time.time_ns() & 0xFFFFFFFFFFFF)

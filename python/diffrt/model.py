@@ -52,9 +52,6 @@ def _dequantize_q8_0(blocks: np.ndarray, shape: tuple) -> np.ndarray:
     return (q * scale).reshape(shape)
 
 
-COMPUTE_TYPES = ("auto", "f32", "bf16", "int8", "int8-w8a8", "int8-w8a16")
-
-
 class Model:
     """A diffrt model file opened for reading. Use `diffrt.load(path)`."""
 
@@ -70,8 +67,11 @@ class Model:
         self.path = path
         self.device = device
         self.threads = threads
-        if compute_type not in COMPUTE_TYPES:
-            raise ValueError(f"compute_type must be one of {', '.join(COMPUTE_TYPES)}, got {compute_type!r}")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        known = _core.compute_types(device)  # the C++ table (diffrt/compute_type.h)
+        if compute_type not in known:
+            raise ValueError(f"compute_type must be one of {', '.join(known)} on {device}, got {compute_type!r}")
         self.requested_compute_type = compute_type
         self._file = _core.GGUFFile(path)
         self.metadata = self._file.metadata()
@@ -101,8 +101,6 @@ class Model:
 
                 eng = self._engine = load_engine(self)
                 return eng
-            elif self.device != "cpu":
-                raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
             threads = self.threads
             if threads is not None and (not isinstance(threads, int) or threads < 0):
                 raise ValueError(f"threads must be a non-negative int or None, got {threads!r}")
@@ -112,7 +110,7 @@ class Model:
 
     @property
     def compute_type(self) -> str:
-        """The compute type resolved at load ("f32", "bf16" or "int8"; see docs/perf.md for "auto")."""
+        """The compute type resolved at load (never "auto": diffrt/compute_type.h, docs/perf.md)."""
         return self.engine.compute_type
 
     @property

@@ -24,47 +24,10 @@ import re
 import numpy as np
 
 from .errors import ModelfileError
-from .gguf_names import KEYS
+from .params import BY_NAME
 
-
-@dataclasses.dataclass(frozen=True)
-class Param:
-    type: type  # int, float or str
-    key: str | None  # GGUF key the value is embedded under (`diffrt create`)
-    check: object  # value -> error text or None
-    help: str
-    default: object = None  # the model's default when the file does not say (for docs)
-
-
-def _ge(lo):
-    return lambda v: None if v >= lo else f"must be >= {lo}"
-
-
-def _gt(lo):
-    return lambda v: None if v > lo else f"must be > {lo}"
-
-
-_U64 = lambda v: None if 0 <= v < 2**64 else "must be in [0, 2^64)"
-
-# The diffusion sampler's settings, by their Modelfile / Ollama `options` name.
-PARAMETERS = {
-    "steps": Param(int, KEYS["MAX_STEPS"], _ge(1), "denoising steps per canvas (at most)", 48),
-    "entropy_bound": Param(float, KEYS["ENTROPY_BOUND"], _gt(0),
-                           "entropy budget for the tokens accepted per step", 0.1),
-    "t_min": Param(float, KEYS["T_MIN"], _ge(0), "temperature schedule: lower end (never reached)", 0.4),
-    "t_max": Param(float, KEYS["T_MAX"], _gt(0), "temperature schedule: first step's temperature", 0.8),
-    "stability_threshold": Param(int, KEYS["STABILITY_THRESHOLD"], _ge(0),
-                                 "adaptive stop: identical argmax canvases needed (s + 1)", 1),
-    "confidence_threshold": Param(float, KEYS["CONFIDENCE_THRESHOLD"], _gt(0),
-                                  "adaptive stop: mean entropy must fall below this", 0.005),
-    "num_predict": Param(int, KEYS["DIFFRT_MAX_NEW_TOKENS"], _ge(1),
-                         "max new tokens (rounded up to whole canvases)", 256),
-    "seed": Param(int, KEYS["DIFFRT_SEED"], _U64, "random seed (unset: a fresh seed per request)"),
-    "stop": Param(str, KEYS["DIFFRT_STOP"], lambda v: None if v else "must not be empty",
-                  "stop string; may repeat; output is cut before it"),
-    "num_ctx": Param(int, KEYS["DIFFRT_NUM_CTX"], _ge(1),
-                     "context window (prompt + output tokens)", "the model's context_length"),
-}
+# The generation parameters by their Modelfile / Ollama `options` name (diffrt/params.py).
+PARAMETERS = BY_NAME
 REPEATABLE = {"stop"}
 ROLES = ("system", "user", "assistant")
 SUPPORTED = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "MESSAGE", "LICENSE")

@@ -128,17 +128,17 @@ def test_bad_modelfile(bad, capsys, name, expect):
 @pytest.mark.parametrize(
     "flags,expect",
     [
-        (["--steps", "0"], "steps must be an integer >= 1"),
-        (["--steps", "100000"], "steps must be <= 4095"),
+        (["--steps", "0"], "steps must be >= 1"),
+        (["--steps", "100000"], "steps must be in [1, 4095]"),
         (["--t-min", "2", "--t-max", "1"], "t_min must be < t_max"),
         (["--t-min", "-1"], "t_min must be >= 0"),
         (["--t-max", "nan"], "t_max must be a finite number"),
         (["--entropy-bound", "-1"], "entropy_bound must be > 0"),
-        (["--max-new-tokens", "0"], "max_new_tokens must be an integer >= 1"),
+        (["--max-new-tokens", "0"], "max_new_tokens must be >= 1"),
         (["--max-new-tokens", "100000000"], "the model's context is"),
         (["--threads", "-3"], "threads must be a non-negative int"),
         (["--seed", "-1"], "seed must be an integer in [0, 2**64)"),
-        (["--stability-threshold", "-1"], "stability_threshold must be an integer >= 0"),
+        (["--stability-threshold", "-1"], "stability_threshold must be >= 0"),
         (["--confidence-threshold", "0"], "confidence_threshold must be > 0"),
     ],
 )

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "diffrt/compute_type.h"
 #include "diffrt/gguf.h"
 
 namespace diffrt {
@@ -45,9 +46,7 @@ struct ModelConfig {
 
 struct LoadOptions {
   int threads = 0;                       // 0: all cores
-  // "auto" | "f32" | "bf16" | "int8" (+ "int8-w8a8" / "int8-w8a16" to measure the int8 policy);
-  // the rule for "auto" is in models/diffusion_gemma_pack.cpp and docs/perf.md.
-  std::string compute_type = "auto";
+  ComputeType compute_type = ComputeType::Auto;  // diffrt/compute_type.h
 };
 
 class Model {
@@ -56,8 +55,8 @@ class Model {
   virtual ~Model() = default;
   virtual const ModelConfig& config() const = 0;
   virtual const GGUFFile& file() const = 0;
-  // The compute type resolved at load from LoadOptions::compute_type: "f32", "bf16" or "int8".
-  virtual const std::string& compute_type() const = 0;
+  // The compute type resolved at load from LoadOptions::compute_type (never Auto).
+  virtual ComputeType compute_type() const = 0;
 };
 
 }  // namespace diffrt

@@ -32,10 +32,16 @@ struct SamplerParams {
   int32_t pad_id = -1;              // < 0: no pad rewriting
   uint64_t seed = 0;
 
+  static constexpr int kMaxSteps = 4095;               // the RNG address has 12 bits for the step
+  static constexpr double kMaxTemperature = 1e6;       // far past one-hot-uniform; fp32-safe
+  static constexpr double kMinTemperatureSpan = 1e-30;  // t_max - t_min, as fp32 (a normal float)
+
   static SamplerParams from(const SamplerDefaults& d);
   bool adaptive_stopping() const { return stability_threshold >= 0 && confidence_threshold > 0; }
-  // Throws InvalidArgument: max_new_tokens < 1, steps outside [1, 4095] (the RNG address has 12
-  // bits for the step), t_min < 0, t_min >= t_max, entropy_bound <= 0, non-finite values.
+  // THE check of a request's sampler settings (every front end asks it: _core.sampler.check_params).
+  // Throws InvalidArgument: max_new_tokens < 1, steps outside [1, kMaxSteps], t_min < 0,
+  // t_min >= t_max, t_max > kMaxTemperature, t_max - t_min below kMinTemperatureSpan in fp32,
+  // entropy_bound <= 0, stability_threshold > kMaxSteps, non-finite values.
   void validate() const;
 };
 

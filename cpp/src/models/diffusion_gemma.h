@@ -50,7 +50,7 @@ class DiffusionGemma final : public Model {
   static std::shared_ptr<DiffusionGemma> open(const std::string& path, const LoadOptions& opt);
   const ModelConfig& config() const override { return cfg_; }
   const GGUFFile& file() const override { return *file_; }
-  const std::string& compute_type() const override { return compute_type_; }
+  ComputeType compute_type() const override { return compute_type_; }
   // Largest k of a packed weight (0 for f32): a Session reserves the packed GEMM's activation
   // buffer for (its tokens, this k) so that no step allocates.
   int64_t packed_max_k() const { return packed_max_k_; }
@@ -79,14 +79,14 @@ class DiffusionGemma final : public Model {
 
  private:
   void load_weights();
-  void pack_weights(const std::string& requested);  // diffusion_gemma_pack.cpp
+  void pack_weights(ComputeType requested);  // diffusion_gemma_pack.cpp
 
   std::unique_ptr<GGUFFile> file_;
   ModelConfig cfg_;
   std::unique_ptr<ThreadPool> pool_;
   Weights<Matrix> w_;
   std::vector<std::vector<float>> vectors_;  // f32 copies of the small vectors
-  std::string compute_type_ = "f32";
+  ComputeType compute_type_ = ComputeType::F32;
   std::vector<std::unique_ptr<kernels::PackedMatrix[]>> packs_;  // owners of Matrix::packed
   int64_t packed_max_k_ = 0;
 };

@@ -1,11 +1,6 @@
-// DiffusionGemma compute types: resolving LoadOptions::compute_type and repacking the weights once
-// at load for the packed bf16 / int8 GEMMs (kernels/cpu/pack.h).
-//
-// The rule for "auto" (also in docs/perf.md):
-//   Q8_0 weights                                  -> int8
-//   BF16 weights, on a CPU with AVX512-BF16 or AMX -> bf16
-//   anything else (F32, F16, or no bf16 hardware)  -> f32
-// (DIFFRT_CPU_PATH below avx512 counts as no bf16 hardware.)
+// DiffusionGemma compute types: repacking the weights once at load for the packed bf16 / int8
+// GEMMs (kernels/cpu/pack.h), per the compute type resolved by resolve_compute_type
+// (diffrt/compute_type.h: the rule for "auto" is there, and in docs/perf.md).
 //
 // What is packed, per compute type (everything else stays in f32 / its stored type):
 //   router projection: never (near-tied router scores pick different experts in low precision;
@@ -19,9 +14,6 @@
 //     changes nothing measurable (5.44e-2 -> 5.38e-2), so it stays W8A8; the error is spread over
 //     the layers (W8A16 experts alone: 5.4e-2 -> 4.3e-2), which is what int8-w8a16 buys.
 //   int8-w8a8 / int8-w8a16: every packed matrix in that one form (to measure the policy above)
-#include <string>
-
-#include "diffrt/error.h"
 #include "models/diffusion_gemma.h"
 
 namespace diffrt::dg {
@@ -42,33 +34,31 @@ kernels::PackedMatrix pack(ThreadPool& pool, const Matrix& m, Form f) {
 
 }  // namespace
 
-void DiffusionGemma::pack_weights(const std::string& requested) {
+void DiffusionGemma::pack_weights(ComputeType requested) {
   w_.embd_kn = w_.embd;
   w_.embd_kn.n = cfg_.n_embd;
   w_.embd_kn.k = cfg_.n_vocab;
   w_.embd_kn.kn = true;
 
   const GGMLType stored = w_.layers.empty() ? w_.embd.type : w_.layers[0].q.type;
-  std::string type = requested;
-  if (type == "auto") {
-    bool bf16_hw = kernels::packed_gemm_path(kernels::PackedMatrix::Kind::BF16) >= CpuPath::Avx512;
-    type = stored == GGMLType::Q8_0 ? "int8" : (stored == GGMLType::BF16 && bf16_hw) ? "bf16" : "f32";
-  }
-  Form layer_form, lm_head_form, self_cond_form;
-  if (type == "f32") {
-    layer_form = lm_head_form = self_cond_form = Form::None;
-  } else if (type == "bf16") {
-    layer_form = lm_head_form = self_cond_form = Form::Bf16;
-  } else if (type == "int8") {
-    layer_form = lm_head_form = Form::W8A8;
-    self_cond_form = Form::W8A16;
-  } else if (type == "int8-w8a8") {
-    layer_form = lm_head_form = self_cond_form = Form::W8A8;
-  } else if (type == "int8-w8a16") {
-    layer_form = lm_head_form = self_cond_form = Form::W8A16;
-  } else {
-    throw ConfigError(file_->path() + ": compute_type '" + requested +
-                      "' is not one of auto, f32, bf16, int8, int8-w8a8, int8-w8a16");
+  const ComputeType type = resolve_compute_type(requested, stored, Device::Cpu);
+  Form layer_form = Form::None, lm_head_form = Form::None, self_cond_form = Form::None;
+  switch (type) {
+    case ComputeType::Bf16:
+      layer_form = lm_head_form = self_cond_form = Form::Bf16;
+      break;
+    case ComputeType::Int8:
+      layer_form = lm_head_form = Form::W8A8;
+      self_cond_form = Form::W8A16;
+      break;
+    case ComputeType::Int8W8A8:
+      layer_form = lm_head_form = self_cond_form = Form::W8A8;
+      break;
+    case ComputeType::Int8W8A16:
+      layer_form = lm_head_form = self_cond_form = Form::W8A16;
+      break;
+    default:  // F32 (Auto is resolved above)
+      break;
   }
   compute_type_ = type;
   if (layer_form == Form::None) return;

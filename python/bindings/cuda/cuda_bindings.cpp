@@ -105,23 +105,26 @@ void register_cuda_engine(nb::module_& m) {
       .def_static(
           "load",
           [](const std::string& path, const std::string& compute_type) {
+            const diffrt::ComputeType ct = diffrt::parse_compute_type(compute_type, diffrt::Device::Cuda);
             PyCudaModel pm;
             nb::gil_scoped_release nogil;
-            pm.m = DeviceModel::from_file(path, compute_type);
+            pm.m = DeviceModel::from_file(path, ct);
             return pm;
           },
           nb::arg("path"), nb::arg("compute_type") = "auto")
       .def("config", [](const PyCudaModel& m) { return config_dict(m.m->config()); })
-      .def_prop_ro("compute_type", [](const PyCudaModel& m) { return m.m->compute_type(); })
+      .def_prop_ro("compute_type", [](const PyCudaModel& m) { return diffrt::compute_type_name(m.m->compute_type()); })
       .def_prop_ro("weight_bytes", [](const PyCudaModel& m) { return m.m->weight_bytes(); });
 
   m.def(
       "random_model",
       [](nb::dict cfg, const std::string& dtype, uint64_t seed) {
         diffrt::ModelConfig c = config_from(cfg);
+        const diffrt::ComputeType ct = diffrt::parse_compute_type(dtype, diffrt::Device::Cuda);
+        if (ct == diffrt::ComputeType::Auto) throw diffrt::InvalidArgument("random_model: dtype must be a concrete compute type, not 'auto'");
         PyCudaModel pm;
         nb::gil_scoped_release nogil;
-        pm.m = DeviceModel::random(c, dtype, seed);
+        pm.m = DeviceModel::random(c, ct, seed);
         return pm;
       },
       nb::arg("config"), nb::arg("dtype") = "bf16", nb::arg("seed") = 0,

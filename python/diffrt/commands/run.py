@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import sys
 
-# Sampler options: (flag, dest, type, help). None = the model file's default.
-SAMPLER_OPTIONS = [
-    ("--max-new-tokens", "max_new_tokens", int, "new tokens (rounded up to whole canvases)"),
-    ("--steps", "steps", int, "maximum denoising steps per canvas"),
-    ("--t-min", "t_min", float, "final temperature of the schedule"),
-    ("--t-max", "t_max", float, "initial temperature of the schedule"),
-    ("--entropy-bound", "entropy_bound", float, "entropy budget for accepting tokens per step"),
-    ("--stability-threshold", "stability_threshold", int, "extra identical argmax steps needed to stop"),
-    ("--confidence-threshold", "confidence_threshold", float, "mean entropy below which a canvas may stop"),
-]
+from ..params import TABLE
+
+# Generation flags: (flag, dest, type, help), from the one parameter table. None = the file's default.
+SAMPLER_OPTIONS = [(p.cli, p.generate, p.type, p.help) for p in TABLE if p.cli]
 
 
 def add_parser(sub):
+    from .. import _core  # the compute types are the C++ table's (diffrt/compute_type.h)
+
     p = sub.add_parser("run", help="run a model: one prompt, or an interactive chat")
     p.add_argument("model", metavar="MODEL", help="a model name from the store or a .gguf file")
     p.add_argument("prompt", nargs="*", metavar="PROMPT", help="the prompt (omit for an interactive chat)")
     for flag, dest, typ, help_ in SAMPLER_OPTIONS:
         p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one per answer)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the model runs (cuda: an NVIDIA GPU, when diffrt was built with CUDA)")
@@ -34,9 +29,9 @@ def add_parser(sub):
         "--compute-type",
         dest="compute_type",
         default="auto",
-        choices=("auto", "f32", "bf16", "int8", "int8-w8a8", "int8-w8a16"),  # diffrt.model.COMPUTE_TYPES
+        choices=_core.compute_types("cpu"),
         help="compute type: auto = the fastest this CPU supports for the file's weight type "
-        "(on cuda: int8 for Q8_0, bf16 for BF16, else f32; cuda takes auto, f32, bf16, int8, int8-w8a16)",
+        f"(on cuda: int8 for Q8_0, bf16 for BF16, else f32; cuda takes {', '.join(_core.compute_types('cuda'))})",
     )
     p.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
     p.add_argument("--system", default=None, help="system prompt (default: the model's own, if any)")
@@ -124,8 +119,6 @@ class Printer:
 
 def _params(args) -> dict:
     kw = {dest: getattr(args, dest) for _, dest, _, _ in SAMPLER_OPTIONS if getattr(args, dest) is not None}
-    if args.seed is not None:
-        kw["seed"] = args.seed
     return kw
 
 

@@ -11,16 +11,13 @@ import time
 from .. import chat as chatmod
 from .. import model_info
 from .. import modelfile as mfmod
+from .. import params as params_table
 from ..errors import ConfigError, DiffrtError
 from ..gguf_names import KEYS
 from .registry import ModelRef, RequestError
 
 # Modelfile PARAMETER name -> keyword of model.generate / model.stream.
-GENERATE_KWARGS = {
-    "steps": "steps", "entropy_bound": "entropy_bound", "t_min": "t_min", "t_max": "t_max",
-    "stability_threshold": "stability_threshold", "confidence_threshold": "confidence_threshold",
-    "num_predict": "max_new_tokens", "seed": "seed",
-}
+GENERATE_KWARGS = {p.name: p.generate for p in params_table.TABLE if p.generate}
 # Ollama options that mean nothing to a diffusion sampler: accepted and ignored, so that clients
 # sending their usual settings still work. Anything else unknown is a 400.
 IGNORED_OPTIONS = {
@@ -50,8 +47,14 @@ def merge_options(ref: ModelRef, options, where: str = "options") -> dict:
             else:
                 params[name] = mfmod.convert_value(name, value, f"{where}: ")
         mfmod.check_temperatures(params, f"{where}: ")
-    except mfmod.ModelfileError as e:
-        raise RequestError(str(e)) from None
+        # The sampler's own check, here on the event loop: a request it would refuse gets its 400
+        # now, and never reaches a batch it would fail along with the requests beside it.
+        sampler = params_table.transformers_defaults()
+        sampler.update({GENERATE_KWARGS[k]: v for k, v in params.items()
+                        if GENERATE_KWARGS.get(k) in params_table.SAMPLER_KWARGS})
+        params_table.check_sampler(sampler)
+    except (mfmod.ModelfileError, ValueError) as e:
+        raise RequestError(f"{where}: {e}" if not str(e).startswith(where) else str(e)) from None
     return params
 
 

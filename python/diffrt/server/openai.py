@@ -13,11 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from .. import params as params_table
 from . import generation as gen
 from .app import error_message, job_events, json_body
 from .registry import RequestError, parse_keep_alive
 
-_DIFFUSION = ("steps", "entropy_bound", "t_min", "t_max", "stability_threshold", "confidence_threshold")
+# OpenAI request field -> Modelfile PARAMETER name (diffrt/params.py; max_tokens is mapped below).
+_FIELDS = {p.openai: p.name for p in params_table.TABLE if p.openai}
 # OpenAI sampling fields with no meaning for a diffusion sampler: accepted and ignored.
 _IGNORED = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "logit_bias", "user")
 
@@ -35,13 +37,10 @@ def _options(body) -> dict:
     rf = body.get("response_format")
     if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
         raise RequestError("response_format other than text (JSON output) is not supported yet")
-    opts = {k: body[k] for k in _DIFFUSION if body.get(k) is not None}
+    opts = {name: body[field] for field, name in _FIELDS.items() if body.get(field) is not None}
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None:
         opts["num_predict"] = max_tokens
-    for k in ("seed", "stop"):
-        if body.get(k) is not None:
-            opts[k] = body[k]
     return opts
 
 

@@ -93,14 +93,6 @@ void check_device() {
   }
 }
 
-// "auto" follows the file's layer weights, as on the CPU: Q8_0 -> int8, BF16 -> bf16, else f32.
-std::string resolve(const std::string& requested, GGMLType stored) {
-  if (requested == "auto") return stored == GGMLType::Q8_0 ? "int8" : stored == GGMLType::BF16 ? "bf16" : "f32";
-  if (requested == "f32" || requested == "bf16" || requested == "int8" || requested == "int8-w8a16") return requested;
-  throw InvalidArgument("CUDA compute_type must be 'auto', 'f32', 'bf16', 'int8' or 'int8-w8a16', got '" + requested +
-                        "'");
-}
-
 }  // namespace
 
 DeviceModel::~DeviceModel() {
@@ -117,9 +109,9 @@ void* DeviceModel::alloc(size_t bytes) {
 
 DMatrix DeviceModel::new_matrix(int64_t n, int64_t k, bool f32) {
   DMatrix m;
-  const bool i8 = compute_type_ == "int8" || compute_type_ == "int8-w8a16";
-  m.type = (f32 || compute_type_ == "f32") ? kc::WType::F32 : i8 ? kc::WType::I8 : kc::WType::BF16;
-  m.a8 = m.type == kc::WType::I8 && compute_type_ == "int8";
+  const bool i8 = compute_type_ == ComputeType::Int8 || compute_type_ == ComputeType::Int8W8A16;
+  m.type = (f32 || compute_type_ == ComputeType::F32) ? kc::WType::F32 : i8 ? kc::WType::I8 : kc::WType::BF16;
+  m.a8 = m.type == kc::WType::I8 && compute_type_ == ComputeType::Int8;
   m.n = n;
   m.k = k;
   m.ld = k;
@@ -152,17 +144,18 @@ void DeviceModel::rope_tables(bool sliding, int max_pos, float* cos, float* sin)
   dg::rope_tables(cfg_, sliding, hd, w.bf16, max_pos, cos, sin);
 }
 
-std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, const std::string& compute_type) {
+std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, ComputeType compute_type) {
   check_device();
   LoadOptions opt;
   opt.threads = 1;
-  opt.compute_type = "f32";  // the CPU model is only the validated weight table here: no repacking
+  opt.compute_type = ComputeType::F32;  // the CPU model is only the validated weight table here: no repacking
   auto host = dg::DiffusionGemma::open(path, opt);
   const GGUFFile& f = host->file();
   std::shared_ptr<DeviceModel> m(new DeviceModel());
   m->cfg_ = host->config();
-  m->compute_type_ = resolve(compute_type, host->layers().empty() ? f.tensor(N::TENSOR_TOKEN_EMBD).type
-                                                                   : host->layers()[0].q.type);
+  m->compute_type_ = resolve_compute_type(
+      compute_type, host->layers().empty() ? f.tensor(N::TENSOR_TOKEN_EMBD).type : host->layers()[0].q.type,
+      Device::Cuda);
   m->w.bf16 = host->bf16_model();
   m->w.embed_scale = host->embed_scale();
   m->host_ = host;
@@ -226,8 +219,7 @@ std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, con
   return m;
 }
 
-std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, const std::string& compute_type,
-                                                 uint64_t seed) {
+std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, ComputeType compute_type, uint64_t seed) {
   check_device();
   const ModelConfig& c = cfg;
   if (c.n_layer < 1 || c.n_embd < 1 || c.n_head < 1 || c.n_vocab < 1 || c.n_expert < 1 || c.n_expert_used < 1 ||
@@ -237,8 +229,8 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, const s
     throw InvalidArgument("random_model: inconsistent config");
   std::shared_ptr<DeviceModel> m(new DeviceModel());
   m->cfg_ = cfg;
-  m->compute_type_ = resolve(compute_type, GGMLType::BF16);
-  m->w.bf16 = m->compute_type_ != "f32";  // random bf16 / int8 models stand for a bf16 checkpoint
+  m->compute_type_ = resolve_compute_type(compute_type, GGMLType::BF16, Device::Cuda);
+  m->w.bf16 = m->compute_type_ != ComputeType::F32;  // random bf16 / int8 models stand for a bf16 checkpoint
   m->w.embed_scale = std::sqrt(float(c.n_embd));
   if (m->w.bf16) m->w.embed_scale = round_bf16(m->w.embed_scale);
   const int H = c.n_embd, I = c.n_ff, E = c.n_expert, Ie = c.n_ff_exp, nh = c.n_head;

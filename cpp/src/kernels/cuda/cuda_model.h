@@ -27,21 +27,21 @@ using DLayer = dg::Layer<DMatrix>;
 
 class DeviceModel {
  public:
-  // compute_type: "auto" (the file's layer weights: int8 for Q8_0, bf16 for BF16, else f32), "f32",
-  // "bf16", "int8" (per-row int8 weights; W8A8 with per-row int8 activations and int32
-  // accumulation, except the self-conditioning product probs·E, W8A16 — the CPU's int8 policy) or
-  // "int8-w8a16" (every int8 GEMM dequantizes the weights to bf16, activations bf16). Throws
-  // InvalidArgument for anything else, CudaError when the device cannot hold the weights.
-  static std::shared_ptr<DeviceModel> from_file(const std::string& path, const std::string& compute_type);
+  // compute_type: one of supported_compute_types(Device::Cuda), resolved by resolve_compute_type
+  // (diffrt/compute_type.h). int8 = per-row int8 weights, W8A8 with per-row int8 activations and
+  // int32 accumulation, except the self-conditioning product probs·E, W8A16 (the CPU's policy);
+  // int8-w8a16: every int8 GEMM dequantizes the weights to bf16. Throws CudaError when the device
+  // cannot hold the weights.
+  static std::shared_ptr<DeviceModel> from_file(const std::string& path, ComputeType compute_type);
   // Random weights (uniform, std 0.02; norms and scales 1) of the given shape, made on the device.
-  static std::shared_ptr<DeviceModel> random(const ModelConfig& cfg, const std::string& compute_type, uint64_t seed);
+  static std::shared_ptr<DeviceModel> random(const ModelConfig& cfg, ComputeType compute_type, uint64_t seed);
   ~DeviceModel();
   DeviceModel(const DeviceModel&) = delete;
   DeviceModel& operator=(const DeviceModel&) = delete;
 
   const ModelConfig& config() const { return cfg_; }
-  const std::string& compute_type() const { return compute_type_; }
-  bool tensor_cores() const { return compute_type_ != "f32"; }  // bf16 activations in the GEMMs
+  ComputeType compute_type() const { return compute_type_; }
+  bool tensor_cores() const { return compute_type_ != ComputeType::F32; }  // bf16 activations in the GEMMs
   bool bf16_model() const { return w.bf16; }  // spec §4 roundings (embed scale, rope, probs)
   float embed_scale() const { return w.embed_scale; }
   size_t weight_bytes() const { return bytes_; }
@@ -63,7 +63,7 @@ class DeviceModel {
   float* new_vector(int64_t n);
 
   ModelConfig cfg_;
-  std::string compute_type_;
+  ComputeType compute_type_ = ComputeType::F32;
   size_t bytes_ = 0;
   std::vector<void*> allocs_;
   std::shared_ptr<const dg::DiffusionGemma> host_;  // file-backed models: rope tables from the CPU model
