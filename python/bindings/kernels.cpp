@@ -5,6 +5,7 @@
 #include <nanobind/stl/string.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -155,7 +156,8 @@ void register_kernels(nb::module_& parent) {
     auto out = out_array({size_t(M), size_t(H)});
     kernels::grouped_experts(pool(), x.data(), H, M, H, idx.data(), w.data(), K, E, I,
                              kernels::f32_matrix(gate_up.data(), int64_t(E) * 2 * I, H, H),
-                             kernels::f32_matrix(down.data(), int64_t(E) * H, I, I), s, out.data(), H);
+                             kernels::f32_matrix(down.data(), int64_t(E) * H, I, I), kernels::Activation::GeluTanh, s,
+                             out.data(), H);
     return out;
   });
 
@@ -166,8 +168,10 @@ void register_kernels(nb::module_& parent) {
     std::vector<int32_t> idx(size_t(M) * top_k);
     auto w = out_array({size_t(M), size_t(top_k)});
     auto fidx = out_array({size_t(M), size_t(top_k)});
-    kernels::router_topk(pool(), r.data(), H, M, H, scale.data(), kernels::f32_matrix(proj.data(), E, H, H),
-                         pes.data(), top_k, eps, z.data(), scores.data(), idx.data(), w.data());
+    // Gemma's recipe (what the tests compare with numpy): RouterSpec as the model's passes build it.
+    kernels::RouterSpec spec{true, eps, scale.data(), float(std::pow(double(H), -0.5)), top_k, true, pes.data()};
+    kernels::router_topk(pool(), r.data(), H, M, H, spec, kernels::f32_matrix(proj.data(), E, H, H), z.data(),
+                         scores.data(), idx.data(), w.data());
     for (size_t i = 0; i < idx.size(); ++i) fidx.data()[i] = float(idx[i]);
     return nb::make_tuple(fidx, w);
   });

@@ -156,8 +156,8 @@ void check_moe(ThreadPool& pool) {
     Matrix proj = view(proj_b, GGMLType::F32, E, H, false);
     std::vector<float> z(size_t(M * H)), sc(size_t(M * E)), wgt(size_t(M * top_k));
     std::vector<int32_t> idx(size_t(M * top_k));
-    router_topk(pool, r.data(), H, M, H, scale.data(), proj, pes.data(), top_k, 1e-6f, z.data(), sc.data(),
-                idx.data(), wgt.data());
+    RouterSpec spec{true, 1e-6f, scale.data(), 0.125f, top_k, true, pes.data()};
+    router_topk(pool, r.data(), H, M, H, spec, proj, z.data(), sc.data(), idx.data(), wgt.data());
     for (GGMLType t : {GGMLType::F32, GGMLType::BF16, GGMLType::Q8_0}) {
       std::vector<uint8_t> gu_b = stored(t, int64_t(E) * 2 * I_e, H), dn_b = stored(t, int64_t(E) * H, I_e);
       Matrix gu = view(gu_b, t, int64_t(E) * 2 * I_e, H, false), dn = view(dn_b, t, int64_t(E) * H, I_e, false);
@@ -165,7 +165,8 @@ void check_moe(ThreadPool& pool) {
       std::vector<float> xg(size_t(M * top_k * H)), hg(size_t(M * top_k * 2 * I_e)), yg(size_t(M * top_k * H));
       MoeScratch s{slot_of.data(), count.data(), xg.data(), hg.data(), yg.data()};
       std::vector<float> out(size_t(M * H));
-      grouped_experts(pool, r.data(), H, M, H, idx.data(), wgt.data(), top_k, E, I_e, gu, dn, s, out.data(), H);
+      grouped_experts(pool, r.data(), H, M, H, idx.data(), wgt.data(), top_k, E, I_e, gu, dn, Activation::GeluTanh, s,
+                      out.data(), H);
     }
   }
 }

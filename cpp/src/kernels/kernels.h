@@ -12,6 +12,7 @@
 
 #include "core/thread_pool.h"
 #include "diffrt/gguf.h"
+#include "kernels/moe_spec.h"
 
 namespace diffrt::kernels {
 
@@ -93,13 +94,11 @@ struct AttentionArgs {
 int64_t attention_scratch_floats(int64_t max_keys);
 void attention(ThreadPool& pool, const AttentionArgs& a);
 
-// ---- MoE ----------------------------------------------------------------------------------------
-// Router (spec §6, this op order): z = (rmsnorm_noscale(r) * scale) * H^-0.5; scores = z · projᵀ;
-// probs = softmax(scores); top-k (larger first, lower index first on ties); w = w / Σw;
-// w *= per_expert_scale[idx]. z_scratch: [M][H], score_scratch: [M][E].
-void router_topk(ThreadPool& pool, const float* r, int64_t ldr, int64_t M, int H, const float* scale,
-                 const Matrix& proj, const float* per_expert_scale, int top_k, float eps, float* z_scratch,
-                 float* score_scratch, int32_t* idx, float* weight);
+// ---- MoE (the model's recipe: kernels/moe_spec.h) ------------------------------------------------
+// Router of M tokens r [M][ldr] as `spec` says, proj [E][H]: idx, weight [M][spec.top_k].
+// z_scratch: [M][H], score_scratch: [M][E].
+void router_topk(ThreadPool& pool, const float* r, int64_t ldr, int64_t M, int H, const RouterSpec& spec,
+                 const Matrix& proj, float* z_scratch, float* score_scratch, int32_t* idx, float* weight);
 
 // Scratch of grouped_experts for M tokens, top_k slots (sizes in elements).
 struct MoeScratch {
@@ -109,10 +108,10 @@ struct MoeScratch {
   float* hg = nullptr;          // [M * top_k][2 I_e] gate|up, then gelu(gate)*up
   float* yg = nullptr;          // [M * top_k][H]     expert outputs
 };
-// out[t] = Σ_k weight[t,k] · down_e( gelu(gate_e(x[t])) * up_e(x[t]) ),  e = idx[t,k]  (fp32 sum).
+// out[t] = Σ_k weight[t,k] · down_e( act(gate_e(x[t])) * up_e(x[t]) ),  e = idx[t,k]  (fp32 sum).
 // gate_up: NK [E * 2 I_e][H] (gate rows first per expert); down: NK [E * H][I_e].
 void grouped_experts(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, int H, const int32_t* idx,
                      const float* weight, int top_k, int E, int I_e, const Matrix& gate_up, const Matrix& down,
-                     const MoeScratch& s, float* out, int64_t ldo);
+                     Activation act, const MoeScratch& s, float* out, int64_t ldo);
 
 }  // namespace diffrt::kernels

@@ -71,14 +71,14 @@ struct CpuOps {
     kernels::rms_norm(pool, x, hd, tokens * n_head, hd, w, eps, x, hd);
     kernels::rope(pool, x, int64_t(n_head) * hd, tokens, n_head, hd, pos, rope_cos[sliding], rope_sin[sliding]);
   }
-  void router_topk(const float* x, int64_t ldx, int64_t M, const LayerWeights& L, int32_t* idx, float* w) {
-    kernels::router_topk(pool, x, ldx, M, c.n_embd, L.router_scale, L.router, L.per_expert_scale, c.n_expert_used,
-                         c.rms_eps, ws.z, ws.scores, idx, w);
+  void router_topk(const float* x, int64_t ldx, int64_t M, const Matrix& proj, const kernels::RouterSpec& spec,
+                   int32_t* idx, float* w) {
+    kernels::router_topk(pool, x, ldx, M, c.n_embd, spec, proj, ws.z, ws.scores, idx, w);
   }
   void grouped_experts(const float* x, int64_t ldx, int64_t M, const int32_t* idx, const float* w,
-                       const LayerWeights& L, float* out, int64_t ldo) {
+                       const LayerWeights& L, kernels::Activation act, float* out, int64_t ldo) {
     kernels::grouped_experts(pool, x, ldx, M, c.n_embd, idx, w, c.n_expert_used, c.n_expert, c.n_ff_exp,
-                             L.gate_up_exps, L.down_exps, ws.moe, out, ldo);
+                             L.gate_up_exps, L.down_exps, act, ws.moe, out, ldo);
   }
   void positions(const int* rows, int n_rows, int S, int32_t* pos) {
     for (int r = 0; r < n_rows; ++r)

@@ -10,18 +10,20 @@
 //   softmax_rows(src, dst, ld, rows, n), round_to_bf16(x, n), embed(E, ids, n, scale, out),
 //   norm_rope(x, tokens, n_head, hd, w, eps, pos, sliding)  per-head RMSNorm then RoPE in place on
 //                                                      x [tokens][n_head * hd] (one fused kernel on CUDA),
-//   router_topk(x, ldx, M, layer, idx, w),
-//   grouped_experts(x, ldx, M, idx, w, layer, out, ldo),
+//   router_topk(x, ldx, M, proj, spec, idx, w)         kernels::router_topk on the backend (moe_spec.h)
+//   grouped_experts(x, ldx, M, idx, w, layer, act, out, ldo),
 //   positions(rows, n_rows, S, pos)                    pos[r*S+s] = cached length of row + s
 //   attend(il, layer, encoder, rows, n_rows, S, acts)  append the new K/V after what each row holds,
 //                                                      attention into acts.attn, trim sliding caches
 //   dumping(), dump(name, data, rows, cols)            parity dumps (a backend may ignore them)
 // `rows` is the backend's list of cache rows of the pass rows, opaque here (host or device).
 #pragma once
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "diffrt/model.h"
+#include "kernels/moe_spec.h"
 
 namespace diffrt::dg {
 
@@ -60,6 +62,21 @@ struct Activations {
   float* logits = nullptr;  // [M][V]
 };
 
+// Gemma's router (§6): rmsnorm_noscale(r) * router.scale * H^-0.5 (a Python float, used as f32),
+// softmax over all experts, top-k, renormalised over the k, times per_expert_scale.
+template <class Mat>
+kernels::RouterSpec router_spec(const ModelConfig& c, const Layer<Mat>& L) {
+  kernels::RouterSpec s;
+  s.norm = true;
+  s.eps = c.rms_eps;
+  s.in_scale = L.router_scale;
+  s.in_mul = float(std::pow(double(c.n_embd), -0.5));
+  s.top_k = c.n_expert_used;
+  s.renormalize = true;
+  s.per_expert_scale = L.per_expert_scale;
+  return s;
+}
+
 // One layer (§7) over n_rows x S tokens in a.x. Encoder: causal (+ window on sliding layers).
 // Decoder: no mask, and the cache's logical contents do not change.
 template <class Ops>
@@ -93,9 +110,9 @@ void layer_forward(Ops& ops, const ModelConfig& c, const Layer<typename Ops::Mat
   ops.gelu_tanh_mul(a.g, I, a.u, I, M, I, a.g, I);
   ops.gemm(a.g, I, M, L.ffn_down, a.h1, H);                // h1 [M, H]
   ops.rms_norm(a.h1, H, M, H, L.post_ffw_norm_1, eps, a.h1, H);
-  ops.router_topk(a.x, H, M, L, a.idx_topk, a.w_topk);    // the router reads the residual x
+  ops.router_topk(a.x, H, M, L.router, router_spec(c, L), a.idx_topk, a.w_topk);  // reads the residual x
   ops.rms_norm(a.x, H, M, H, L.pre_ffw_norm_2, eps, a.xn, H);  // xe
-  ops.grouped_experts(a.xn, H, M, a.idx_topk, a.w_topk, L, a.h2, H);  // moe [M, H]
+  ops.grouped_experts(a.xn, H, M, a.idx_topk, a.w_topk, L, kernels::Activation::GeluTanh, a.h2, H);  // moe [M, H]
   ops.rms_norm(a.h2, H, M, H, L.post_ffw_norm_2, eps, a.h2, H);
   ops.add(a.h1, a.h2, M * H);
   ops.rms_norm(a.h1, H, M, H, L.post_ffw_norm, eps, a.h1, H);

@@ -6,10 +6,12 @@
 #include <cmath>
 #include <cstdint>
 
+#ifndef DIFFRT_HD  // also defined by kernels/moe_spec.h
 #ifdef __CUDACC__
 #define DIFFRT_HD __host__ __device__
 #else
 #define DIFFRT_HD
+#endif
 #endif
 
 namespace diffrt::philox {

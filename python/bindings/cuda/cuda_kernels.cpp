@@ -6,6 +6,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -248,8 +249,10 @@ void register_cuda_kernels(nb::module_& parent) {
     const auto [M, H, E] = diffrt_py::check_router_args(r, scale, proj, pes, top_k);
     auto dr = up(r), ds = up(scale), dp = up(proj), de = up(pes);
     Dev didx(sizeof(int32_t) * M * top_k), dw(sizeof(float) * M * top_k);
-    kc::router_topk(nullptr, dr->as<float>(), H, M, H, ds->as<float>(), dp->as<float>(), E, de->as<float>(), top_k,
-                    eps, didx.as<int32_t>(), dw.as<float>());
+    // Gemma's recipe, as the model's passes build it (the tests compare with the CPU kernel's).
+    diffrt::kernels::RouterSpec spec{true, eps, ds->as<float>(), float(std::pow(double(H), -0.5)), top_k, true,
+                                     de->as<float>()};
+    kc::router_topk(nullptr, dr->as<float>(), H, M, H, spec, dp->as<float>(), E, didx.as<int32_t>(), dw.as<float>());
     std::vector<int32_t> idx(size_t(M) * top_k);
     didx.get(idx.data());
     auto w = zeros_array<float>({size_t(M), size_t(top_k)});
@@ -291,7 +294,7 @@ void register_cuda_kernels(nb::module_& parent) {
     s.amax = amax.as<float>();
     Dev dout(sizeof(float) * M * H);
     kc::grouped_experts(nullptr, dx->as<float>(), H, M, H, didx->as<int32_t>(), dw->as<float>(), K, E, Ie, gu.m, dn.m,
-                        s, dout.as<float>(), H, tensor_cores);
+                        diffrt::kernels::Activation::GeluTanh, s, dout.as<float>(), H, tensor_cores);
     auto out = zeros_array<float>({size_t(M), size_t(H)});
     dout.get(out.data());
     return out;

@@ -3,45 +3,30 @@
 #include <algorithm>
 #include <cmath>
 
+#include "diffrt/error.h"
 #include "kernels/cpu/pack.h"
 #include "kernels/kernels.h"
 
 namespace diffrt::kernels {
 
-void router_topk(ThreadPool& pool, const float* r, int64_t ldr, int64_t M, int H, const float* scale,
-                 const Matrix& proj, const float* per_expert_scale, int top_k, float eps, float* z,
-                 float* scores, int32_t* idx, float* weight) {
+void router_topk(ThreadPool& pool, const float* r, int64_t ldr, int64_t M, int H, const RouterSpec& spec,
+                 const Matrix& proj, float* z, float* scores, int32_t* idx, float* weight) {
   const int E = int(proj.n);
-  rms_norm(pool, r, ldr, M, H, nullptr, eps, z, H);
-  const float root = float(std::pow(double(H), -0.5));  // Python float H**-0.5, used as f32
+  if (spec.norm)
+    rms_norm(pool, r, ldr, M, H, nullptr, spec.eps, z, H);
+  else
+    for (int64_t t = 0; t < M; ++t) std::copy(r + t * ldr, r + t * ldr + H, z + t * H);
   for (int64_t t = 0; t < M; ++t)
-    for (int i = 0; i < H; ++i) z[t * H + i] = (z[t * H + i] * scale[i]) * root;
+    for (int i = 0; i < H; ++i) z[t * H + i] = (z[t * H + i] * (spec.in_scale ? spec.in_scale[i] : 1.f)) * spec.in_mul;
   gemm(pool, z, H, M, proj, scores, E);
   softmax_rows(pool, scores, E, M, E);
-  for (int64_t t = 0; t < M; ++t) {
-    const float* p = scores + t * E;
-    int32_t* ix = idx + t * top_k;
-    float* w = weight + t * top_k;
-    // Selection of the k largest: larger value first, lower index first among equals.
-    for (int s = 0; s < top_k; ++s) {
-      int best = -1;
-      for (int e = 0; e < E; ++e) {
-        bool taken = false;
-        for (int u = 0; u < s; ++u) taken |= ix[u] == e;
-        if (!taken && (best < 0 || p[e] > p[best])) best = e;
-      }
-      ix[s] = best;
-      w[s] = p[best];
-    }
-    float sum = 0.f;
-    for (int s = 0; s < top_k; ++s) sum += w[s];
-    for (int s = 0; s < top_k; ++s) w[s] = (w[s] / sum) * per_expert_scale[ix[s]];
-  }
+  for (int64_t t = 0; t < M; ++t) select_experts(scores + t * E, E, spec, idx + t * spec.top_k, weight + t * spec.top_k);
 }
 
 void grouped_experts(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, int H, const int32_t* idx,
                      const float* weight, int top_k, int E, int I_e, const Matrix& gate_up, const Matrix& down,
-                     const MoeScratch& s, float* out, int64_t ldo) {
+                     Activation act, const MoeScratch& s, float* out, int64_t ldo) {
+  if (act != Activation::GeluTanh) throw InvalidArgument("grouped_experts: unsupported activation");
   const int64_t n_slots = M * top_k;
   // Counting sort of the (token, slot) pairs by expert.
   std::fill(s.count, s.count + E + 1, 0);

@@ -255,16 +255,16 @@ struct CudaSession::Ops {
     Timed t(s, "norm_rope");
     kc::rms_norm_rope(st, x, tokens, n_head, hd, w, eps, pos, s.rope_cos_[sliding], s.rope_sin_[sliding]);
   }
-  void router_topk(const float* x, int64_t ldx, int64_t M, const DLayer& L, int32_t* idx, float* w) {
+  void router_topk(const float* x, int64_t ldx, int64_t M, const DMatrix& proj, const kernels::RouterSpec& spec,
+                   int32_t* idx, float* w) {
     Timed t(s, "router_topk");
-    kc::router_topk(st, x, ldx, M, c.n_embd, L.router_scale, static_cast<const float*>(L.router.data), c.n_expert,
-                    L.per_expert_scale, c.n_expert_used, c.rms_eps, idx, w);
+    kc::router_topk(st, x, ldx, M, c.n_embd, spec, static_cast<const float*>(proj.data), int(proj.n), idx, w);
   }
   void grouped_experts(const float* x, int64_t ldx, int64_t M, const int32_t* idx, const float* w, const DLayer& L,
-                       float* out, int64_t ldo) {
+                       kernels::Activation act, float* out, int64_t ldo) {
     Timed t(s, "grouped_experts", 2 * c.n_ff_exp, c.n_embd);
     kc::grouped_experts(st, x, ldx, M, c.n_embd, idx, w, c.n_expert_used, c.n_expert, c.n_ff_exp, L.gate_up_exps,
-                        L.down_exps, s.moe_, out, ldo, tc);
+                        L.down_exps, act, s.moe_, out, ldo, tc);
   }
   void positions(const int* rows, int n_rows, int S, int32_t* pos) {
     Timed t(s, "positions");

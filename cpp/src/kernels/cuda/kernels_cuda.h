@@ -14,6 +14,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/moe_spec.h"
+
 namespace diffrt::kernels::cuda {
 
 // A failed CUDA call: message names the call, file:line and the CUDA error string.
@@ -122,10 +124,10 @@ struct AttentionArgs {
 void attention(cudaStream_t st, const AttentionArgs& a);
 
 // ---- MoE ----------------------------------------------------------------------------------------
-// As kernels::router_topk (spec §6 op order); proj is f32 [E][H]. One block per token.
-void router_topk(cudaStream_t st, const float* r, int64_t ldr, int64_t M, int H, const float* scale,
-                 const float* proj, int E, const float* per_expert_scale, int top_k, float eps, int32_t* idx,
-                 float* weight);
+// As kernels::router_topk (the model's RouterSpec, kernels/moe_spec.h; spec.in_scale and
+// spec.per_expert_scale in device memory); proj is f32 [E][H]. One block per token.
+void router_topk(cudaStream_t st, const float* r, int64_t ldr, int64_t M, int H, const RouterSpec& spec,
+                 const float* proj, int E, int32_t* idx, float* weight);
 
 struct MoeScratch {
   int32_t* count = nullptr;    // [E]      slots per expert
@@ -144,7 +146,7 @@ int64_t moe_max_tiles(int64_t n_slots, int E);
 // gate_up: NK [E * 2 I_e][H]; down: NK [E * H][I_e]. Groups and offsets are computed on the device.
 void grouped_experts(cudaStream_t st, const float* x, int64_t ldx, int64_t M, int H, const int32_t* idx,
                      const float* weight, int top_k, int E, int I_e, const DMatrix& gate_up, const DMatrix& down,
-                     const MoeScratch& s, float* out, int64_t ldo, bool allow_bf16_act = false);
+                     Activation act, const MoeScratch& s, float* out, int64_t ldo, bool allow_bf16_act = false);
 
 // ---- sampler ----------------------------------------------------------------------------------
 // Per-row settings of a device step (diffrt::RowStep on the device). Draws of row r are addressed

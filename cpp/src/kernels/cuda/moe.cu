@@ -7,20 +7,24 @@
 namespace diffrt::kernels::cuda {
 namespace {
 
-// One block per token. Shared: z [H], scores [E].
-__global__ void router_kernel(const float* r, int64_t ldr, int H, const float* scale, const float* proj, int E,
-                              const float* pes, int K, float eps, float root, int32_t* idx, float* weight) {
+// One block per token. Shared: z [H], scores [E]. The recipe is the model's (kernels/moe_spec.h).
+__global__ void router_kernel(const float* r, int64_t ldr, int H, const float* proj, int E, RouterSpec spec,
+                              int32_t* idx, float* weight) {
   extern __shared__ float sm[];
   float* z = sm;
   float* p = sm + H;
   __shared__ double shd[32];
   const int64_t t = blockIdx.x;
   const float* x = r + t * ldr;
-  double ss = 0.0;
-  for (int i = threadIdx.x; i < H; i += blockDim.x) ss += double(x[i]) * double(x[i]);
-  ss = block_sum(ss, shd);
-  const float inv = 1.0f / sqrtf(float(ss / double(H)) + eps);
-  for (int i = threadIdx.x; i < H; i += blockDim.x) z[i] = ((x[i] * inv) * scale[i]) * root;
+  float inv = 1.f;
+  if (spec.norm) {
+    double ss = 0.0;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) ss += double(x[i]) * double(x[i]);
+    ss = block_sum(ss, shd);
+    inv = 1.0f / sqrtf(float(ss / double(H)) + spec.eps);
+  }
+  for (int i = threadIdx.x; i < H; i += blockDim.x)
+    z[i] = ((spec.norm ? x[i] * inv : x[i]) * (spec.in_scale ? spec.in_scale[i] : 1.f)) * spec.in_mul;
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
   for (int e = warp; e < E; e += nw) {
@@ -41,21 +45,7 @@ __global__ void router_kernel(const float* r, int64_t ldr, int H, const float* s
     }
     const float is = 1.0f / sum;
     for (int e = 0; e < E; ++e) p[e] *= is;
-    int32_t* ix = idx + t * K;
-    float* wt = weight + t * K;
-    float wsum = 0.f;
-    for (int s = 0; s < K; ++s) {
-      int best = -1;
-      for (int e = 0; e < E; ++e) {
-        bool taken = false;
-        for (int u = 0; u < s; ++u) taken |= ix[u] == e;
-        if (!taken && (best < 0 || p[e] > p[best])) best = e;
-      }
-      ix[s] = best;
-      wt[s] = p[best];
-    }
-    for (int s = 0; s < K; ++s) wsum += wt[s];
-    for (int s = 0; s < K; ++s) wt[s] = (wt[s] / wsum) * pes[ix[s]];
+    select_experts(p, E, spec, idx + t * spec.top_k, weight + t * spec.top_k);
   }
 }
 
@@ -122,16 +112,13 @@ __global__ void moe_combine_kernel(const float* yg, int H, int K, const int32_t*
 
 }  // namespace
 
-void router_topk(cudaStream_t st, const float* r, int64_t ldr, int64_t M, int H, const float* scale,
-                 const float* proj, int E, const float* per_expert_scale, int top_k, float eps, int32_t* idx,
-                 float* weight) {
+void router_topk(cudaStream_t st, const float* r, int64_t ldr, int64_t M, int H, const RouterSpec& spec,
+                 const float* proj, int E, int32_t* idx, float* weight) {
   if (M <= 0) return;
-  if (top_k < 1 || top_k > E) throw CudaError("cuda::router_topk: bad top_k");
+  if (spec.top_k < 1 || spec.top_k > E) throw CudaError("cuda::router_topk: bad top_k");
   const size_t smem = sizeof(float) * (size_t(H) + size_t(E));
   if (smem > 48 * 1024) throw CudaError("cuda::router_topk: hidden + experts too large for shared memory");
-  const float root = float(pow(double(H), -0.5));
-  router_kernel<<<unsigned(M), kBlock, smem, st>>>(r, ldr, H, scale, proj, E, per_expert_scale, top_k, eps, root, idx,
-                                                   weight);
+  router_kernel<<<unsigned(M), kBlock, smem, st>>>(r, ldr, H, proj, E, spec, idx, weight);
   DIFFRT_CUDA_LAUNCHED("cuda::router_topk");
 }
 
@@ -139,8 +126,9 @@ int64_t moe_max_tiles(int64_t n_slots, int E) { return (n_slots + gemm_tile_rows
 
 void grouped_experts(cudaStream_t st, const float* x, int64_t ldx, int64_t M, int H, const int32_t* idx,
                      const float* weight, int top_k, int E, int I_e, const DMatrix& gate_up, const DMatrix& down,
-                     const MoeScratch& s, float* out, int64_t ldo, bool allow_bf16_act) {
+                     Activation act, const MoeScratch& s, float* out, int64_t ldo, bool allow_bf16_act) {
   if (M <= 0) return;
+  if (act != Activation::GeluTanh) throw CudaError("cuda::grouped_experts: unsupported activation");
   if (top_k > 16) throw CudaError("cuda::grouped_experts: top_k > 16");
   const int64_t n_slots = M * top_k;
   DIFFRT_CUDA_CHECK(cudaMemsetAsync(s.count, 0, sizeof(int32_t) * E, st));
