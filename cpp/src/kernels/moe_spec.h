@@ -4,13 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#ifndef DIFFRT_HD  // also defined by sampler/philox.h
-#ifdef __CUDACC__
-#define DIFFRT_HD __host__ __device__
-#else
-#define DIFFRT_HD
-#endif
-#endif
+#include "core/host_device.h"
 
 namespace diffrt::kernels {
 

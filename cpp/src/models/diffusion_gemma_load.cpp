@@ -13,13 +13,6 @@ namespace {
 
 namespace N = names;
 
-std::string layer_name(const char* pattern, int bid) {
-  std::string s = pattern;
-  size_t at = s.find("{bid}");
-  if (at != std::string::npos) s.replace(at, 5, std::to_string(bid));
-  return s;
-}
-
 std::string shape_str(const std::vector<int64_t>& ne) {
   std::string s = "[";
   for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
@@ -154,22 +147,30 @@ void DiffusionGemma::load_weights() {
       throw FormatError(f.path() + ": Q8_0 tensor '" + name + "' has a row length not a multiple of 32");
     return *t;
   };
-  auto matrix = [&](const std::string& name, std::vector<int64_t> ne) {
-    const TensorInfo& t = tensor(name, ne);
-    Matrix m;
-    m.type = t.type;
-    m.data = t.data;
-    m.k = ne[0];
-    m.n = 1;
-    for (size_t i = 1; i < ne.size(); ++i) m.n *= ne[i];
-    m.row_bytes = ggml_row_bytes(t.type, ne[0]);
-    return m;
-  };
-  auto vec = [&](const std::string& name, int64_t n) -> const float* {
-    Matrix m = matrix(name, {n});
-    vectors_.emplace_back(size_t(n));
-    kernels::decode_row(m, 0, 0, n, vectors_.back().data());
-    return vectors_.back().data();
+  struct FileVisitor {  // points each weight of the table into the file (checked shapes and types)
+    DiffusionGemma& m;
+    decltype(tensor)& find;
+    void matrix(Matrix& mat, const std::string& name, std::vector<int64_t> ne, WeightRole) {
+      const TensorInfo& t = find(name, ne);
+      mat.type = t.type;
+      mat.data = t.data;
+      mat.k = ne[0];
+      mat.n = 1;
+      for (size_t i = 1; i < ne.size(); ++i) mat.n *= ne[i];
+      mat.row_bytes = ggml_row_bytes(t.type, ne[0]);
+    }
+    void vector(const float*& p, const std::string& name, int64_t n) {
+      Matrix row;
+      matrix(row, name, {n}, WeightRole::Dense);
+      m.vectors_.emplace_back(size_t(n));
+      kernels::decode_row(row, 0, 0, n, m.vectors_.back().data());
+      p = m.vectors_.back().data();
+    }
+    void scalar(float& s, const std::string& name) {
+      const float* p = nullptr;
+      vector(p, name, 1);
+      s = *p;
+    }
   };
   vectors_.reserve(size_t(c.n_layer) * 16 + 4);  // pointers into vectors_ must stay valid
 
@@ -179,46 +180,13 @@ void DiffusionGemma::load_weights() {
     throw FormatError(f.path() + ": tensor 'token_embd.weight' has shape " + shape_str(te->ne) + ", expected [" +
                       std::to_string(H) + ", n_vocab]");
   cfg_.n_vocab = int(te->ne[1]);
-  w_.embd = matrix(N::TENSOR_TOKEN_EMBD, {H, cfg_.n_vocab});
-  w_.output_norm = vec(N::TENSOR_OUTPUT_NORM, H);
-  w_.sc_pre_norm = vec(N::TENSOR_SELF_COND_PRE_NORM, H);
-  w_.sc_gate = matrix(N::TENSOR_SELF_COND_GATE, {H, c.n_ff});
-  w_.sc_up = matrix(N::TENSOR_SELF_COND_UP, {H, c.n_ff});
-  w_.sc_down = matrix(N::TENSOR_SELF_COND_DOWN, {c.n_ff, H});
-
-  const int E = c.n_expert, I = c.n_ff, Ie = c.n_ff_exp, nh = c.n_head;
+  w_.layers.assign(size_t(c.n_layer), LayerWeights{});
   for (int il = 0; il < c.n_layer; ++il) {
-    LayerWeights L;
-    L.sliding = c.is_sliding[il];
-    L.head_dim = c.head_dim[il];
-    L.n_kv = c.n_kv_head[il];
-    const int hd = L.head_dim, kv = L.n_kv;
-    auto nm = [&](const char* pattern) { return layer_name(pattern, il); };
-    L.attn_norm = vec(nm(N::TENSOR_ATTN_NORM), H);
-    L.q = matrix(nm(N::TENSOR_ATTN_Q), {H, int64_t(nh) * hd});
-    L.k = matrix(nm(N::TENSOR_ATTN_K), {H, int64_t(kv) * hd});
-    if (L.sliding) L.v = matrix(nm(N::TENSOR_ATTN_V), {H, int64_t(kv) * hd});
-    L.q_norm = vec(nm(N::TENSOR_ATTN_Q_NORM), hd);
-    L.k_norm = vec(nm(N::TENSOR_ATTN_K_NORM), hd);
-    L.o = matrix(nm(N::TENSOR_ATTN_OUT), {int64_t(nh) * hd, H});
-    L.post_attn_norm = vec(nm(N::TENSOR_POST_ATTN_NORM), H);
-    L.ffn_norm = vec(nm(N::TENSOR_FFN_NORM), H);
-    L.ffn_gate = matrix(nm(N::TENSOR_FFN_GATE), {H, I});
-    L.ffn_up = matrix(nm(N::TENSOR_FFN_UP), {H, I});
-    L.ffn_down = matrix(nm(N::TENSOR_FFN_DOWN), {I, H});
-    L.post_ffw_norm_1 = vec(nm(N::TENSOR_POST_FFW_NORM_1), H);
-    L.pre_ffw_norm_2 = vec(nm(N::TENSOR_PRE_FFW_NORM_2), H);
-    L.router = matrix(nm(N::TENSOR_FFN_GATE_INP), {H, E});
-    L.router_scale = vec(nm(N::TENSOR_FFN_GATE_INP_SCALE), H);
-    L.gate_up_exps = matrix(nm(N::TENSOR_FFN_GATE_UP_EXPS), {H, 2 * int64_t(Ie), E});
-    L.down_exps = matrix(nm(N::TENSOR_FFN_DOWN_EXPS), {Ie, H, E});
-    L.per_expert_scale = vec(nm(N::TENSOR_FFN_DOWN_EXPS_SCALE), E);
-    L.post_ffw_norm_2 = vec(nm(N::TENSOR_POST_FFW_NORM_2), H);
-    L.post_ffw_norm = vec(nm(N::TENSOR_POST_FFW_NORM), H);
-    L.dec_scalar = vec(nm(N::TENSOR_LAYER_OUT_SCALE), 1)[0];
-    L.enc_scalar = vec(nm(N::TENSOR_ENC_LAYER_OUT_SCALE), 1)[0];
-    w_.layers.push_back(L);
+    w_.layers[size_t(il)].sliding = c.is_sliding[il];
+    w_.layers[size_t(il)].head_dim = c.head_dim[il];
+    w_.layers[size_t(il)].n_kv = c.n_kv_head[il];
   }
+  visit_weights(c, w_, FileVisitor{*this, tensor});
 
   // The model dtype decides roundings that transformers does in dt (spec §4): embed_scale and the
   // RoPE cos/sin tables. Norm vectors may be stored as F32 even in a bf16 file, so ask the embedding.

@@ -65,7 +65,7 @@ void DiffusionGemma::pack_weights(ComputeType requested) {
 
   ThreadPool& pool = *pool_;
   // Packs m as `groups` equal row groups (experts) and points m at them.
-  auto pack_into = [&](Matrix& m, Form f, int64_t groups = 1) {
+  auto pack_into = [&](Matrix& m, Form f, int64_t groups) {
     const int64_t rows = m.n / groups;
     std::unique_ptr<kernels::PackedMatrix[]> arr(new kernels::PackedMatrix[size_t(groups)]);
     for (int64_t g = 0; g < groups; ++g) arr[size_t(g)] = pack(pool, groups == 1 ? m : m.rows(g * rows, rows), f);
@@ -74,16 +74,20 @@ void DiffusionGemma::pack_weights(ComputeType requested) {
     packed_max_k_ = std::max(packed_max_k_, m.k);
     packs_.push_back(std::move(arr));
   };
-  const int E = cfg_.n_expert;
-  for (LayerWeights& L : w_.layers) {
-    for (Matrix* m : {&L.q, &L.k, &L.o, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) pack_into(*m, layer_form);
-    if (L.sliding) pack_into(L.v, layer_form);
-    pack_into(L.gate_up_exps, layer_form, E);
-    pack_into(L.down_exps, layer_form, E);
-  }
-  for (Matrix* m : {&w_.sc_gate, &w_.sc_up, &w_.sc_down}) pack_into(*m, layer_form);
-  pack_into(w_.embd, lm_head_form);
-  pack_into(w_.embd_kn, self_cond_form);
+  struct PackVisitor {  // every matrix of the table but the router, in its role's form
+    decltype(pack_into)& pack;
+    Form layer, lm_head;
+    int64_t experts;
+    void matrix(Matrix& m, const std::string&, const std::vector<int64_t>&, WeightRole role) {
+      if (role == WeightRole::Router) return;  // near-tied router scores must not flip: stays f32
+      if (role == WeightRole::Embedding) return pack(m, lm_head, 1);
+      pack(m, layer, role == WeightRole::Experts ? experts : 1);
+    }
+    void vector(const float*&, const std::string&, int64_t) {}
+    void scalar(float&, const std::string&) {}
+  };
+  visit_weights(cfg_, w_, PackVisitor{pack_into, layer_form, lm_head_form, cfg_.n_expert});
+  pack_into(w_.embd_kn, self_cond_form, 1);
 }
 
 }  // namespace diffrt::dg

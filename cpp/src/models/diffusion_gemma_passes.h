@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "diffrt/model.h"
+#include "format/gguf_names.h"
 #include "kernels/moe_spec.h"
 
 namespace diffrt::dg {
@@ -52,6 +53,63 @@ struct Weights {
   float embed_scale = 1.f;        // sqrt(H), rounded to bf16 for a bf16 checkpoint
   bool bf16 = false;              // model dtype bf16: the self-conditioning softmax is rounded too
 };
+
+// The weight table, written once (spec §3 in the community GGUF names, format/gguf_names.h): every
+// loader (the CPU model from its file, the CUDA model from the same file or at random) and the CPU
+// repacker visit it. For each weight, in this order:
+//   v.matrix(Mat& m, const std::string& name, std::vector<int64_t> ne, WeightRole role)
+//       ne in ggml order: [k (in), out, (experts)]: the logical NK matrix is [prod(ne[1:])][ne[0]]
+//   v.vector(const float*& p, const std::string& name, int64_t n)
+//   v.scalar(float& s, const std::string& name)
+// w.layers must hold c.n_layer layers with sliding, head_dim and n_kv set (they shape the table).
+enum class WeightRole { Dense, Router, Experts, Embedding };
+
+inline std::string layer_tensor(const char* pattern, int il) {
+  std::string s = pattern;
+  const size_t at = s.find("{bid}");
+  if (at != std::string::npos) s.replace(at, 5, std::to_string(il));
+  return s;
+}
+
+template <class Mat, class V>
+void visit_weights(const ModelConfig& c, Weights<Mat>& w, V&& v) {
+  namespace N = names;
+  const int64_t H = c.n_embd, I = c.n_ff, Ie = c.n_ff_exp, E = c.n_expert, nh = c.n_head;
+  v.matrix(w.embd, N::TENSOR_TOKEN_EMBD, {H, c.n_vocab}, WeightRole::Embedding);
+  v.vector(w.output_norm, N::TENSOR_OUTPUT_NORM, H);
+  v.vector(w.sc_pre_norm, N::TENSOR_SELF_COND_PRE_NORM, H);
+  v.matrix(w.sc_gate, N::TENSOR_SELF_COND_GATE, {H, I}, WeightRole::Dense);
+  v.matrix(w.sc_up, N::TENSOR_SELF_COND_UP, {H, I}, WeightRole::Dense);
+  v.matrix(w.sc_down, N::TENSOR_SELF_COND_DOWN, {I, H}, WeightRole::Dense);
+  for (int il = 0; il < c.n_layer; ++il) {
+    Layer<Mat>& L = w.layers[size_t(il)];
+    const int64_t hd = L.head_dim, kv = L.n_kv;
+    auto nm = [&](const char* pattern) { return layer_tensor(pattern, il); };
+    v.vector(L.attn_norm, nm(N::TENSOR_ATTN_NORM), H);
+    v.matrix(L.q, nm(N::TENSOR_ATTN_Q), {H, nh * hd}, WeightRole::Dense);
+    v.matrix(L.k, nm(N::TENSOR_ATTN_K), {H, kv * hd}, WeightRole::Dense);
+    if (L.sliding) v.matrix(L.v, nm(N::TENSOR_ATTN_V), {H, kv * hd}, WeightRole::Dense);
+    v.vector(L.q_norm, nm(N::TENSOR_ATTN_Q_NORM), hd);
+    v.vector(L.k_norm, nm(N::TENSOR_ATTN_K_NORM), hd);
+    v.matrix(L.o, nm(N::TENSOR_ATTN_OUT), {nh * hd, H}, WeightRole::Dense);
+    v.vector(L.post_attn_norm, nm(N::TENSOR_POST_ATTN_NORM), H);
+    v.vector(L.ffn_norm, nm(N::TENSOR_FFN_NORM), H);
+    v.matrix(L.ffn_gate, nm(N::TENSOR_FFN_GATE), {H, I}, WeightRole::Dense);
+    v.matrix(L.ffn_up, nm(N::TENSOR_FFN_UP), {H, I}, WeightRole::Dense);
+    v.matrix(L.ffn_down, nm(N::TENSOR_FFN_DOWN), {I, H}, WeightRole::Dense);
+    v.vector(L.post_ffw_norm_1, nm(N::TENSOR_POST_FFW_NORM_1), H);
+    v.vector(L.pre_ffw_norm_2, nm(N::TENSOR_PRE_FFW_NORM_2), H);
+    v.matrix(L.router, nm(N::TENSOR_FFN_GATE_INP), {H, E}, WeightRole::Router);
+    v.vector(L.router_scale, nm(N::TENSOR_FFN_GATE_INP_SCALE), H);
+    v.matrix(L.gate_up_exps, nm(N::TENSOR_FFN_GATE_UP_EXPS), {H, 2 * Ie, E}, WeightRole::Experts);
+    v.matrix(L.down_exps, nm(N::TENSOR_FFN_DOWN_EXPS), {Ie, H, E}, WeightRole::Experts);
+    v.vector(L.per_expert_scale, nm(N::TENSOR_FFN_DOWN_EXPS_SCALE), E);
+    v.vector(L.post_ffw_norm_2, nm(N::TENSOR_POST_FFW_NORM_2), H);
+    v.vector(L.post_ffw_norm, nm(N::TENSOR_POST_FFW_NORM), H);
+    v.scalar(L.dec_scalar, nm(N::TENSOR_LAYER_OUT_SCALE));
+    v.scalar(L.enc_scalar, nm(N::TENSOR_ENC_LAYER_OUT_SCALE));
+  }
+}
 
 // Activation buffers for up to batch * canvas_length tokens, on the backend's device.
 struct Activations {

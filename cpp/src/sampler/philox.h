@@ -6,13 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifndef DIFFRT_HD  // also defined by kernels/moe_spec.h
-#ifdef __CUDACC__
-#define DIFFRT_HD __host__ __device__
-#else
-#define DIFFRT_HD
-#endif
-#endif
+#include "core/host_device.h"
 
 namespace diffrt::philox {
 

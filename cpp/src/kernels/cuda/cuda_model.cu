@@ -160,61 +160,32 @@ std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, Com
   m->w.embed_scale = host->embed_scale();
   m->host_ = host;
   const ModelConfig& c = m->cfg_;
-  const int H = c.n_embd;
 
-  auto mat = [&](const kernels::Matrix& hm, bool f32 = false) {
-    DMatrix d = m->new_matrix(hm.n, hm.k, f32);
-    upload_matrix(hm, d);
-    return d;
+  struct Upload {  // each weight of the table from the file to the device
+    DeviceModel& m;
+    const GGUFFile& f;
+    void matrix(DMatrix& d, const std::string& name, const std::vector<int64_t>&, dg::WeightRole role) {
+      const kernels::Matrix hm = file_matrix(f, name.c_str());
+      d = m.new_matrix(hm.n, hm.k, role == dg::WeightRole::Router);  // the router stays f32
+      upload_matrix(hm, d);
+    }
+    void vector(const float*& p, const std::string& name, int64_t n) {
+      std::vector<float> tmp(static_cast<size_t>(n));
+      kernels::decode_row(file_matrix(f, name.c_str()), 0, 0, n, tmp.data());
+      float* d = m.new_vector(n);
+      upload_vector(tmp.data(), d, n);
+      p = d;
+    }
+    void scalar(float& s, const std::string& name) { kernels::decode_row(file_matrix(f, name.c_str()), 0, 0, 1, &s); }
   };
-  auto vec = [&](const float* hv, int64_t n) {
-    float* d = m->new_vector(n);
-    upload_vector(hv, d, n);
-    return static_cast<const float*>(d);
-  };
-  m->w.embd = mat(file_matrix(f, N::TENSOR_TOKEN_EMBD));
+  m->w.layers.resize(host->layers().size());
+  for (size_t il = 0; il < m->w.layers.size(); ++il) {
+    m->w.layers[il].sliding = host->layers()[il].sliding;
+    m->w.layers[il].head_dim = host->layers()[il].head_dim;
+    m->w.layers[il].n_kv = host->layers()[il].n_kv;
+  }
+  dg::visit_weights(c, m->w, Upload{*m, f});
   m->w.embd_kn = kn_view(m->w.embd);
-  m->w.sc_gate = mat(file_matrix(f, N::TENSOR_SELF_COND_GATE));
-  m->w.sc_up = mat(file_matrix(f, N::TENSOR_SELF_COND_UP));
-  m->w.sc_down = mat(file_matrix(f, N::TENSOR_SELF_COND_DOWN));
-  {
-    std::vector<float> tmp(static_cast<size_t>(H));
-    kernels::decode_row(file_matrix(f, N::TENSOR_OUTPUT_NORM), 0, 0, H, tmp.data());
-    m->w.output_norm = vec(tmp.data(), H);
-    kernels::decode_row(file_matrix(f, N::TENSOR_SELF_COND_PRE_NORM), 0, 0, H, tmp.data());
-    m->w.sc_pre_norm = vec(tmp.data(), H);
-  }
-  const int E = c.n_expert;
-  for (const dg::LayerWeights& L : host->layers()) {
-    DLayer d;
-    d.sliding = L.sliding;
-    d.head_dim = L.head_dim;
-    d.n_kv = L.n_kv;
-    d.q = mat(L.q);
-    d.k = mat(L.k);
-    if (L.sliding) d.v = mat(L.v);
-    d.o = mat(L.o);
-    d.ffn_gate = mat(L.ffn_gate);
-    d.ffn_up = mat(L.ffn_up);
-    d.ffn_down = mat(L.ffn_down);
-    d.gate_up_exps = mat(L.gate_up_exps);
-    d.down_exps = mat(L.down_exps);
-    d.router = mat(L.router, true);
-    d.attn_norm = vec(L.attn_norm, H);
-    d.q_norm = vec(L.q_norm, L.head_dim);
-    d.k_norm = vec(L.k_norm, L.head_dim);
-    d.post_attn_norm = vec(L.post_attn_norm, H);
-    d.ffn_norm = vec(L.ffn_norm, H);
-    d.post_ffw_norm_1 = vec(L.post_ffw_norm_1, H);
-    d.pre_ffw_norm_2 = vec(L.pre_ffw_norm_2, H);
-    d.router_scale = vec(L.router_scale, H);
-    d.per_expert_scale = vec(L.per_expert_scale, E);
-    d.post_ffw_norm_2 = vec(L.post_ffw_norm_2, H);
-    d.post_ffw_norm = vec(L.post_ffw_norm, H);
-    d.enc_scalar = L.enc_scalar;
-    d.dec_scalar = L.dec_scalar;
-    m->w.layers.push_back(d);
-  }
   DIFFRT_CUDA_CHECK(cudaDeviceSynchronize());
   return m;
 }
@@ -233,7 +204,6 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, Compute
   m->w.bf16 = m->compute_type_ != ComputeType::F32;  // random bf16 / int8 models stand for a bf16 checkpoint
   m->w.embed_scale = std::sqrt(float(c.n_embd));
   if (m->w.bf16) m->w.embed_scale = round_bf16(m->w.embed_scale);
-  const int H = c.n_embd, I = c.n_ff, E = c.n_expert, Ie = c.n_ff_exp, nh = c.n_head;
   const float a = 0.02f * std::sqrt(3.0f);  // uniform(-a, a) has std 0.02
   uint64_t stream = seed * 0x9E3779B97F4A7C15ull;
   auto mat = [&](int64_t n, int64_t k, bool f32 = false) {
@@ -242,47 +212,29 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, Compute
     if (d.type == kc::WType::I8) kc::fill_value(nullptr, const_cast<float*>(d.scale), n, a / 127.f);
     return d;
   };
-  auto ones = [&](int64_t n) {
-    float* d = m->new_vector(n);
-    kc::fill_value(nullptr, d, n, 1.0f);
-    return static_cast<const float*>(d);
+  struct Random {  // each weight of the table made on the device: uniform matrices, unit norms
+    DeviceModel& m;
+    decltype(mat)& make;
+    void matrix(DMatrix& d, const std::string&, const std::vector<int64_t>& ne, dg::WeightRole role) {
+      int64_t n = 1;
+      for (size_t i = 1; i < ne.size(); ++i) n *= ne[i];
+      d = make(n, ne[0], role == dg::WeightRole::Router);
+    }
+    void vector(const float*& p, const std::string&, int64_t n) {
+      float* d = m.new_vector(n);
+      kc::fill_value(nullptr, d, n, 1.0f);
+      p = d;
+    }
+    void scalar(float& s, const std::string&) { s = 1.f; }
   };
-  m->w.embd = mat(c.n_vocab, H);
-  m->w.embd_kn = kn_view(m->w.embd);
-  m->w.sc_gate = mat(I, H);
-  m->w.sc_up = mat(I, H);
-  m->w.sc_down = mat(H, I);
-  m->w.output_norm = ones(H);
-  m->w.sc_pre_norm = ones(H);
+  m->w.layers.resize(size_t(c.n_layer));
   for (int il = 0; il < c.n_layer; ++il) {
-    DLayer d;
-    d.sliding = c.is_sliding[il] != 0;
-    d.head_dim = c.head_dim[il];
-    d.n_kv = c.n_kv_head[il];
-    const int hd = d.head_dim, kv = d.n_kv;
-    d.q = mat(int64_t(nh) * hd, H);
-    d.k = mat(int64_t(kv) * hd, H);
-    if (d.sliding) d.v = mat(int64_t(kv) * hd, H);
-    d.o = mat(H, int64_t(nh) * hd);
-    d.ffn_gate = mat(I, H);
-    d.ffn_up = mat(I, H);
-    d.ffn_down = mat(H, I);
-    d.gate_up_exps = mat(int64_t(E) * 2 * Ie, H);
-    d.down_exps = mat(int64_t(E) * H, Ie);
-    d.router = mat(E, H, true);
-    d.attn_norm = ones(H);
-    d.q_norm = ones(hd);
-    d.k_norm = ones(hd);
-    d.post_attn_norm = ones(H);
-    d.ffn_norm = ones(H);
-    d.post_ffw_norm_1 = ones(H);
-    d.pre_ffw_norm_2 = ones(H);
-    d.router_scale = ones(H);
-    d.per_expert_scale = ones(E);
-    d.post_ffw_norm_2 = ones(H);
-    d.post_ffw_norm = ones(H);
-    m->w.layers.push_back(d);
+    m->w.layers[size_t(il)].sliding = c.is_sliding[il] != 0;
+    m->w.layers[size_t(il)].head_dim = c.head_dim[il];
+    m->w.layers[size_t(il)].n_kv = c.n_kv_head[il];
   }
+  dg::visit_weights(c, m->w, Random{*m, mat});
+  m->w.embd_kn = kn_view(m->w.embd);
   DIFFRT_CUDA_CHECK(cudaDeviceSynchronize());
   return m;
 }
