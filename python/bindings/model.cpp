@@ -18,6 +18,7 @@
 #include "core/alloc_counter.h"
 #include "core/cpu_features.h"
 #include "model.h"
+#include "models/architectures.h"
 #include "ndarray_util.h"
 #include "runtime/cpu_session.h"
 
@@ -51,6 +52,11 @@ void register_model(nb::module_& m) {
     for (diffrt::ComputeType t : diffrt::supported_compute_types(d)) names.push_back(diffrt::compute_type_name(t));
     return names;
   }, nb::arg("device") = "cpu", "The compute types a device takes, \"auto\" first (diffrt/compute_type.h).");
+  m.def("architectures", [] {
+    std::vector<std::string> names;
+    for (const diffrt::Architecture& a : diffrt::architectures()) names.push_back(a.name);
+    return names;
+  }, "The general.architecture values this build runs (models/architectures.h).");
   m.def("_debug_alloc_count", [] { return diffrt::alloc_count(); },
         "Number of global operator new calls in this process so far.");
 

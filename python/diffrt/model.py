@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConfigError
-from .gguf_names import ARCH, KEYS
+from .gguf_names import KEYS
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,10 @@ class Model:
         self._file = _core.GGUFFile(path)
         self.metadata = self._file.metadata()
         self.architecture = self.metadata.get(KEYS["ARCHITECTURE"])
-        if self.architecture != ARCH:
+        if self.architecture not in _core.architectures():  # the C++ table (models/architectures.h)
             raise ConfigError(
-                f"{path}: architecture {self.architecture!r} is not supported; diffrt runs: {ARCH}"
+                f"{path}: architecture {self.architecture!r} is not supported; diffrt runs: "
+                f"{', '.join(_core.architectures())}"
             )
         self.tensors = {
             name: TensorInfo(name, type_name, tuple(shape), nbytes, offset, self._file)

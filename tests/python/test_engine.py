@@ -155,3 +155,20 @@ def test_every_storage_type_runs_in_f32(converted):
         assert np.isfinite(got).all()
         r = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
         assert r <= tol, f"{out_type}: {r:.2e}"
+
+
+def test_the_engine_refuses_an_unknown_architecture(tmp_path):
+    """The C++ architecture table (models/architectures.h) answers for files that reach the engine
+    without the Python model's check: a ConfigError naming what it runs."""
+    import gguf
+
+    path = tmp_path / "llama.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert "diffusion-gemma" in _core.architectures()
+    with pytest.raises(diffrt.ConfigError, match="architecture 'llama' is not supported .*'diffusion-gemma'"):
+        _core.Model.load(str(path), 0, "auto")

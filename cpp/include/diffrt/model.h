@@ -53,6 +53,7 @@ class Model {
  public:
   static std::shared_ptr<Model> load(const std::string& path, const LoadOptions& opt = {});
   virtual ~Model() = default;
+  virtual const char* architecture() const = 0;  // general.architecture (models/architectures.h)
   virtual const ModelConfig& config() const = 0;
   virtual const GGUFFile& file() const = 0;
   // The compute type resolved at load from LoadOptions::compute_type (never Auto).

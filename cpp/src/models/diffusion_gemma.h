@@ -51,6 +51,7 @@ class DiffusionGemma final : public Model {
   const ModelConfig& config() const override { return cfg_; }
   const GGUFFile& file() const override { return *file_; }
   ComputeType compute_type() const override { return compute_type_; }
+  const char* architecture() const override { return names::ARCH; }
   // Largest k of a packed weight (0 for f32): a Session reserves the packed GEMM's activation
   // buffer for (its tokens, this k) so that no step allocates.
   int64_t packed_max_k() const { return packed_max_k_; }

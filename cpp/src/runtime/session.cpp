@@ -4,19 +4,27 @@
 #include <string>
 
 #include "diffrt/error.h"
+#include "format/gguf_names.h"
+#include "models/architectures.h"
 #include "runtime/cpu_session.h"
 #include "runtime/session_args.h"
 
 namespace diffrt {
 
 std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& opt) {
-  return dg::DiffusionGemma::open(path, opt);
+  std::string arch;
+  {
+    auto f = GGUFFile::open(path);  // only its architecture key here; the model opens and checks the rest
+    const GGUFValue* v = f->find(names::KEY_ARCHITECTURE);
+    arch = v ? v->as_string(names::KEY_ARCHITECTURE) : "";
+  }
+  return find_architecture(arch, path).open(path, opt);
 }
 
 std::unique_ptr<Session> Session::create(std::shared_ptr<const Model> model, int batch, int max_context) {
-  auto dgm = std::dynamic_pointer_cast<const dg::DiffusionGemma>(model);
-  if (!dgm) throw InvalidArgument("Session::create: not a DiffusionGemma model");
-  return std::make_unique<CpuSession>(std::move(dgm), batch, max_context);
+  if (!model) throw InvalidArgument("Session::create: no model");
+  return find_architecture(model->architecture(), model->file().path()).cpu_session(std::move(model), batch,
+                                                                                     max_context);
 }
 
 CpuSession::CpuSession(std::shared_ptr<const dg::DiffusionGemma> model, int batch, int max_context)
