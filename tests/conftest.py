@@ -92,7 +92,7 @@ def tiny_reference(tiny_checkpoint, tiny_hf_model):
     return get
 
 
-# --- converted GGUF files (owner: convert) ---------------------------------------------------------
+# --- converted GGUF files ---------------------------------------------------------
 @pytest.fixture(scope="session")
 def converted(tiny_checkpoint, tmp_path_factory):
     """converted(name, out_type="auto") -> Path of tiny_checkpoint(name) converted once per session."""

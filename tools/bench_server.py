@@ -163,7 +163,7 @@ def engine_table(model_path, hidden, steps, num_predict, n=32):
         ckpt = make_tiny_model(tmp / "ckpt", **({} if hidden is None else dict(hidden=hidden, intermediate=4 * hidden)))
         model_path = str(tmp / "m.gguf")
         convert(str(ckpt), model_path, out_type="f32", progress=False)
-    core = diffrt.generate.core_model(diffrt.load(model_path))
+    core = diffrt.load(model_path).engine
     for slots in (1, 2, 4, 8):
         eng = _core.BatchEngine(core, slots, 1024)
         t0 = time.perf_counter()

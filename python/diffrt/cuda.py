@@ -1,4 +1,4 @@
-"""The CUDA backend from Python (owner: cuda).
+"""The CUDA backend from Python.
 
     diffrt.cuda_available()                       # False without the module, a driver or a GPU; never raises
     m = diffrt.load(path, device="cuda")          # weights uploaded once (compute_type auto|f32|bf16|int8|int8-w8a16)

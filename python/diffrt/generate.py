@@ -233,7 +233,7 @@ class Generator:
         if getattr(self.model, "device", "cpu") == "cuda":
             return self._run_cuda(rows, batched, p, tape_arrays, step_cb, canvas_cb)
         out = _core.generate(
-            core_model(self.model),
+            self.model.engine,
             rows,
             max_new_tokens=p["max_new_tokens"],
             steps=p["steps"],
@@ -384,90 +384,3 @@ class Generator:
         finally:
             stop.set()
             t.join()
-
-
-def core_model(model):
-    """The model's C++ engine (_core.Model): `model.engine`, created by the Model on first use."""
-    return model.engine
-
-
-def _tokenizer_of(model):
-    tok = model.__dict__.get("_tokenizer_cache", False)
-    if tok is False:
-        from .tokenizer import Tokenizer
-
-        tok = (
-            Tokenizer(model.metadata, source=model.path)
-            if KEYS["TOKENIZER_HF_JSON"] in model.metadata
-            else None
-        )
-        model.__dict__["_tokenizer_cache"] = tok
-    return tok
-
-
-def attach(model_cls):
-    """Adds generate(), stream() and (unless it has one) `tokenizer` to the Model class (called
-    once from model.py)."""
-    if not hasattr(model_cls, "tokenizer"):
-        model_cls.tokenizer = property(_tokenizer_of, doc="The file's tokenizer (None if it stores none).")
-
-    def _generator(self):
-        g = self.__dict__.get("_generator")
-        if g is None:
-            g = self.__dict__["_generator"] = Generator(self)
-        return g
-
-    def generate(
-        self,
-        prompt,
-        max_new_tokens=None,
-        steps=None,
-        t_min=None,
-        t_max=None,
-        entropy_bound=None,
-        stability_threshold=None,
-        confidence_threshold=None,
-        seed=None,
-        tape=None,
-        on_step=None,
-        eos_ids=None,
-        pad_id=None,
-    ):
-        """Generate for one prompt (str or list of ids) or a batch (a list of those). See GenerationResult."""
-        return _generator(self).run(
-            prompt,
-            tape=tape,
-            on_step=on_step,
-            max_new_tokens=max_new_tokens,
-            steps=steps,
-            t_min=t_min,
-            t_max=t_max,
-            entropy_bound=entropy_bound,
-            stability_threshold=stability_threshold,
-            confidence_threshold=confidence_threshold,
-            seed=seed,
-            eos_ids=eos_ids,
-            pad_id=pad_id,
-        )
-
-    def stream(self, prompt, **kw):
-        """Like generate(), yielding StreamEvents ('step', 'canvas', 'done')."""
-        return _generator(self).stream(prompt, **kw)
-
-    def chat(self, messages, think=False, stream=False, **kw):
-        """Generate a reply to chat `messages` ([{"role", "content"}, ...]) rendered with the file's
-        chat template (think=True passes enable_thinking to it). Returns a GenerationResult (its
-        `thinking`/`answer` split when the template has a thinking channel), or with stream=True
-        the StreamEvents."""
-        from .chat import encode_chat
-
-        if self.tokenizer is None:
-            raise ValueError(f"{self.path}: the file stores no tokenizer, so chat() cannot render messages")
-        extra = {"enable_thinking": True} if think else {}
-        ids = encode_chat(self.tokenizer, messages, add_generation_prompt=True, **extra)
-        return self.stream(ids, **kw) if stream else self.generate(ids, **kw)
-
-    model_cls.generate = generate
-    model_cls.stream = stream
-    model_cls.chat = chat
-    return model_cls

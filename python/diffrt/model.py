@@ -86,7 +86,7 @@ class Model:
             for name, type_name, shape, nbytes, offset in self._file.tensor_infos()
         }
 
-    # --- the engine (owner: engine) ----------------------------------------------------------------
+    # --- the engine ---------------------------------------------------------------------------------
     # The compute engine is created on first use, so that a Model can also be a plain view of any
     # diffrt GGUF file; its load validates every tensor (FormatError / ConfigError naming it).
     @property
@@ -98,7 +98,7 @@ class Model:
 
             if self.device == "cuda":
                 _require_cuda()
-                from .cuda import load_engine  # owner: cuda
+                from .cuda import load_engine
 
                 eng = self._engine = load_engine(self)
                 return eng
@@ -129,6 +129,54 @@ class Model:
 
         return Session(self, batch=batch, max_context=max_context)
 
+    # --- tokenizer and generation --------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The file's tokenizer (None if it stores none)."""
+        tok = self.__dict__.get("_tokenizer_cache", False)
+        if tok is False:
+            from .tokenizer import Tokenizer
+
+            tok = Tokenizer(self.metadata, source=self.path) if KEYS["TOKENIZER_HF_JSON"] in self.metadata else None
+            self.__dict__["_tokenizer_cache"] = tok
+        return tok
+
+    def _generator(self):
+        g = self.__dict__.get("_generator_cache")
+        if g is None:
+            from .generate import Generator
+
+            g = self.__dict__["_generator_cache"] = Generator(self)
+        return g
+
+    def generate(self, prompt, max_new_tokens=None, steps=None, t_min=None, t_max=None, entropy_bound=None,
+                 stability_threshold=None, confidence_threshold=None, seed=None, tape=None, on_step=None,
+                 eos_ids=None, pad_id=None):
+        """Generate for one prompt (str or list of ids) or a batch (a list of those). See
+        diffrt.generate.GenerationResult and docs/API.md."""
+        return self._generator().run(
+            prompt, tape=tape, on_step=on_step, max_new_tokens=max_new_tokens, steps=steps, t_min=t_min,
+            t_max=t_max, entropy_bound=entropy_bound, stability_threshold=stability_threshold,
+            confidence_threshold=confidence_threshold, seed=seed, eos_ids=eos_ids, pad_id=pad_id,
+        )
+
+    def stream(self, prompt, **kw):
+        """Like generate(), yielding StreamEvents ('step', 'canvas', 'done')."""
+        return self._generator().stream(prompt, **kw)
+
+    def chat(self, messages, think=False, stream=False, **kw):
+        """Generate a reply to chat `messages` ([{"role", "content"}, ...]) rendered with the file's
+        chat template (think=True passes enable_thinking to it). Returns a GenerationResult (its
+        `thinking`/`answer` split when the template has a thinking channel), or with stream=True
+        the StreamEvents."""
+        from .chat import encode_chat
+
+        if self.tokenizer is None:
+            raise ValueError(f"{self.path}: the file stores no tokenizer, so chat() cannot render messages")
+        extra = {"enable_thinking": True} if think else {}
+        ids = encode_chat(self.tokenizer, messages, add_generation_prompt=True, **extra)
+        return self.stream(ids, **kw) if stream else self.generate(ids, **kw)
+
     def __repr__(self) -> str:
         return f"Model({self.path!r}, architecture={self.architecture!r}, tensors={len(self.tensors)})"
 
@@ -157,8 +205,3 @@ def load(path, device: str = "cpu", threads: int | None = None, compute_type: st
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     return Model(path, device=device, threads=threads, compute_type=compute_type)
 
-
-# generate() / stream() / tokenizer live in generate.py (owner: sampler).
-from .generate import attach as _attach_generate  # noqa: E402
-
-_attach_generate(Model)

@@ -53,7 +53,7 @@ class Session:
         self.max_context = int(max_context)
         self.canvas_length = int(cfg["canvas_length"])
         self.vocab_size = int(cfg["n_vocab"])
-        if getattr(model, "device", "cpu") == "cuda":  # owner: cuda (same interface on the GPU)
+        if getattr(model, "device", "cpu") == "cuda":  # the same interface on the GPU
             from . import _cuda
 
             self._s = _cuda.Session(model.engine, self.batch, self.max_context)

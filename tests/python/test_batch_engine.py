@@ -16,7 +16,7 @@ def model(converted):
 
 
 def core(model):
-    return diffrt.generate.core_model(model)
+    return model.engine
 
 
 def run_all(eng, reqs):

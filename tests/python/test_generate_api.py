@@ -61,7 +61,7 @@ def test_prompt_too_long_for_context(model):
 
 def test_core_validates_too(model):
     # The C++ loop checks on its own (for C++ callers): InvalidArgument -> ValueError.
-    eng = diffrt.generate.core_model(model)
+    eng = model.engine
     with pytest.raises(ValueError, match="t_min must be < t_max"):
         _core.generate(eng, [IDS], t_min=0.5, t_max=0.5)
     with pytest.raises(ValueError, match="outside the vocabulary"):
@@ -166,7 +166,7 @@ def test_stream_closed_early_cancels(model):
 
 def test_no_allocation_per_step(model):
     # Same call with 4 and with 12 steps per canvas: the operator-new count must not grow with steps.
-    eng = diffrt.generate.core_model(model)
+    eng = model.engine
     kw = {
         "max_new_tokens": 32,
         "t_min": 0.4,

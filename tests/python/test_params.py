@@ -9,6 +9,7 @@ from pathlib import Path
 import diffrt
 import pytest
 from diffrt import modelfile, params
+from diffrt.generate import sampler_defaults
 from diffrt.commands import run as run_cmd
 from diffrt.server import generation, openai
 from diffrt.server.registry import ModelRef, RequestError
@@ -31,7 +32,7 @@ def test_every_front_end_reads_the_table():
     assert set(modelfile.PARAMETERS) == {p.name for p in params.TABLE}
     # the file-default keys generate() reads are the table's
     md = {p.key: p.default for p in params.TABLE if p.generate in params.SAMPLER_KWARGS}
-    assert diffrt.generate.sampler_defaults(md)["steps"] == 48
+    assert sampler_defaults(md)["steps"] == 48
 
 
 # Values that passed the Python checks before and failed inside the engine's tick (for every

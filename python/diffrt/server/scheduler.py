@@ -80,7 +80,7 @@ class _Engine:
 
     def __init__(self, model, slots, max_context):
         from .. import _core
-        from ..generate import Generator, core_model
+        from ..generate import Generator
 
         self.model = model
         self.generator = Generator(model)
@@ -90,7 +90,7 @@ class _Engine:
 
             self.engine = batch_engine(model, slots, min(ctx, max_context))
         else:
-            self.engine = _core.BatchEngine(core_model(model), slots, min(ctx, max_context))
+            self.engine = _core.BatchEngine(model.engine, slots, min(ctx, max_context))
 
     def full(self) -> bool:
         return self.engine.active + self.engine.queued >= self.engine.slots
