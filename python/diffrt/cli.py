@@ -8,7 +8,7 @@ import sys
 
 from .errors import DiffrtError
 
-# Order = order in --help. A module is imported only if it exists (verbs land one by one).
+# Order = order in --help.
 COMMANDS = ["run", "create", "show", "list", "cp", "rm", "serve", "convert"]
 
 
@@ -17,13 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"diffrt.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"diffrt.commands.{name}":
-                continue
-            raise
-        mod.add_parser(sub)
+        importlib.import_module(f"diffrt.commands.{name}").add_parser(sub)
     return p
 
 
