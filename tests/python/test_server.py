@@ -187,6 +187,12 @@ def test_version_and_drafts(server):
     (dict(model="tiny", prompt="x", options={"num_ctx": 8}), 400, "context window"),
     (dict(model="tiny", prompt="x", template="{{ .Prompt }}"), 400, "Go template"),
     (dict(model="tiny", prompt="x", keep_alive="forever"), 400, "keep_alive"),
+    (dict(model="tiny", prompt="x", keep_alive=1e308), 400, "keep_alive"),
+    (dict(model="tiny", prompt="x", keep_alive="99999999h"), 400, "keep_alive"),
+    # values the sampler refuses: a 400 for this request (they used to fail every request batched with it)
+    (dict(model="tiny", prompt="x", options={"t_max": 1e308}), 400, "t_max"),
+    (dict(model="tiny", prompt="x", options={"t_min": 0.0, "t_max": 1e-300}), 400, "t_max - t_min"),
+    (dict(model="tiny", prompt="x", options={"stability_threshold": 10**9}), 400, "stability_threshold"),
 ])
 def test_ollama_bad_requests(oc, kwargs, status, match):
     with pytest.raises(ollama.ResponseError, match=match) as e:
@@ -199,6 +205,11 @@ def test_raw_http_bad_requests(server):
     for body in [b"{not json", b"[1, 2]"]:
         r = httpx.post(server + "/api/generate", content=body)
         assert r.status_code == 400 and "JSON" in r.json()["error"]
+    # NaN and Infinity are JSON to Python's parser: a NaN keep_alive never expired and broke /api/ps
+    for ka in (b"NaN", b"Infinity"):
+        r = httpx.post(server + "/api/generate", content=b'{"model": "tiny", "prompt": "x", "keep_alive": ' + ka + b"}")
+        assert r.status_code == 400 and "keep_alive" in r.json()["error"]
+    assert httpx.get(server + "/api/ps").status_code == 200
     r = httpx.post(server + "/api/chat", json={"model": "tiny", "messages": [{"role": "user"}],
                                                 "tools": [{"type": "function"}]})
     assert r.status_code == 400 and "tools" in r.json()["error"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import re
 import threading
@@ -26,6 +27,10 @@ class RequestError(Exception):
         self.status = status
 
 
+# Longer keep_alives are a client error, not a time (an expiry past year 9999 cannot be reported).
+MAX_KEEP_ALIVE = 10 * 365 * 86400.0
+
+
 def parse_keep_alive(value) -> float:
     """Ollama's keep_alive: seconds as a number, or a duration string ("5m", "1h30m", "10s", "0",
     "-1"). Negative = keep forever (inf)."""
@@ -42,6 +47,9 @@ def parse_keep_alive(value) -> float:
         secs = sign * sum(float(n) * unit[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", v))
     else:
         raise RequestError(f"keep_alive must be a number of seconds or a duration like '5m', got {value!r}")
+    if not math.isfinite(secs) and secs != float("-inf") or secs > MAX_KEEP_ALIVE:
+        raise RequestError(f"keep_alive must be a duration of at most {MAX_KEEP_ALIVE:.0f} seconds (10 years), "
+                           f"or negative to keep the model loaded; got {value!r}")
     return float("inf") if secs < 0 else secs
 
 
