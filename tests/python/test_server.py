@@ -426,3 +426,46 @@ def test_concurrent_mixed_requests_are_batched_and_match_alone(serve_store, tiny
     finally:
         srv.should_exit = True
         thread.join(timeout=30)
+
+
+# ---- browser safety (server/security.py) -----------------------------------------------------------
+
+
+def test_a_foreign_web_page_cannot_drive_the_server(server):
+    """A cross-origin text/plain POST needs no preflight: the server itself must refuse it."""
+    evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    before = httpx.get(server + "/api/tags").json()
+    r = httpx.post(server + "/api/copy", content=json.dumps({"source": "tiny", "destination": "pwned"}), headers=evil)
+    assert r.status_code == 403 and "origin" in r.json()["error"]
+    r = httpx.post(server + "/api/create", content=json.dumps({"model": "pwned", "from": "tiny", "system": "x"}),
+                   headers=evil)
+    assert r.status_code == 403
+    assert httpx.get(server + "/api/tags", headers={"Origin": "http://localhost.evil.example"}).status_code == 403
+    assert httpx.get(server + "/api/tags").json() == before  # nothing was copied or created
+    # DNS rebinding: a page whose name resolves to 127.0.0.1 still sends its own Host
+    r = httpx.get(server + "/api/tags", headers={"Host": "rebind.evil.example"})
+    assert r.status_code == 403 and "host" in r.json()["error"]
+
+
+def test_this_machines_pages_and_clients_are_served(server):
+    for origin in ("http://localhost:3000", "http://127.0.0.1:8080", "https://localhost", "app://obsidian.md"):
+        r = httpx.get(server + "/api/tags", headers={"Origin": origin})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
+    r = httpx.options(server + "/api/chat", headers={"Origin": "http://localhost:5173",
+                                                      "Access-Control-Request-Method": "POST",
+                                                      "Access-Control-Request-Headers": "content-type"})
+    assert r.status_code == 204 and "POST" in r.headers["access-control-allow-methods"]
+    assert httpx.get(server + "/api/version", headers={"Host": "localhost"}).status_code == 200
+    assert httpx.get(server + "/api/version").status_code == 200  # no Origin: not a browser request
+
+
+def test_allowed_origins_and_host_check_configuration(monkeypatch):
+    from diffrt.server.security import BrowserGuard, is_loopback
+
+    monkeypatch.setenv("DIFFRT_ORIGINS", "https://*.example.org")
+    g = BrowserGuard(None, "127.0.0.1", origins="http://myapp:9000")
+    assert g.origin_allowed("https://chat.example.org") and g.origin_allowed("http://myapp:9000")
+    assert not g.origin_allowed("http://evil.example") and not g.origin_allowed("http://localhost:80.evil.example")
+    assert g.check_host and not BrowserGuard(None, "0.0.0.0").check_host  # opened to a network: no Host check
+    assert is_loopback("127.0.0.5") and is_loopback("::1") and is_loopback("app.localhost")
+    assert not is_loopback("10.0.0.1") and not is_loopback("localhost.evil.example")

@@ -16,6 +16,9 @@ def add_parser(sub):
                         "sizes the slots' KV cache (default 8192)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the models run (cuda: an NVIDIA GPU, when diffrt was built with CUDA)")
+    p.add_argument("--origins", default=None,
+                   help="browser origins allowed besides this machine's pages (comma-separated patterns, "
+                        "'*' wildcards; also DIFFRT_ORIGINS). Requests from other web pages get 403")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
@@ -36,5 +39,5 @@ def run(args):
 
         _require_cuda()  # before binding the port: a clear error, not one per request
     serve(args.host, args.port, max_queue=args.max_queue, log_level=args.log_level, parallel=args.parallel,
-          max_context=args.max_context, device=args.device)
+          max_context=args.max_context, device=args.device, origins=args.origins)
     return 0

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from .. import __version__
 from ..errors import DiffrtError
 from .registry import Registry, RequestError
+from .security import BrowserGuard
 from .scheduler import DEFAULT_MAX_CONTEXT, DEFAULT_PARALLEL, QueueFullError, Scheduler
 
 log = logging.getLogger("diffrt.server")
@@ -85,7 +86,9 @@ def _error_response(request: Request, exc: Exception):
 
 
 def create_app(loader=None, max_queue: int = 16, parallel: int = DEFAULT_PARALLEL,
-               max_context: int = DEFAULT_MAX_CONTEXT) -> Starlette:
+               max_context: int = DEFAULT_MAX_CONTEXT, host: str = "127.0.0.1", origins: str | None = None) -> Starlette:
+    """host: the address the server is bound to (a loopback one turns the Host check on); origins:
+    allowed browser origins besides the defaults and DIFFRT_ORIGINS (server/security.py)."""
     from . import ollama, openai
 
     if loader is None:
@@ -122,11 +125,13 @@ def create_app(loader=None, max_queue: int = 16, parallel: int = DEFAULT_PARALLE
     app.add_exception_handler(QueueFullError, _error_response)
     app.add_exception_handler(DiffrtError, _error_response)
     app.add_exception_handler(ValueError, _error_response)
+    app.add_middleware(BrowserGuard, bind_host=host, origins=origins)
     return app
 
 
 def serve(host: str = "127.0.0.1", port: int = 11434, max_queue: int = 16, log_level: str = "info",
-          parallel: int = DEFAULT_PARALLEL, max_context: int = DEFAULT_MAX_CONTEXT, device: str = "cpu"):
+          parallel: int = DEFAULT_PARALLEL, max_context: int = DEFAULT_MAX_CONTEXT, device: str = "cpu",
+          origins: str | None = None):
     import functools
 
     import uvicorn
@@ -134,5 +139,5 @@ def serve(host: str = "127.0.0.1", port: int = 11434, max_queue: int = 16, log_l
     from ..model import load
 
     app = create_app(loader=functools.partial(load, device=device), max_queue=max_queue, parallel=parallel,
-                     max_context=max_context)
+                     max_context=max_context, host=host, origins=origins)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
