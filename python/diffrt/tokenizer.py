@@ -57,6 +57,12 @@ class Tokenizer:
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Token ids of `text`. BOS is prepended when the file says so (add_bos=None) or when asked;
         text that already begins with the BOS token does not get a second one."""
+        if not isinstance(text, str):
+            raise ValueError(f"text to tokenize must be a str, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate ("\ud800" in JSON): no UTF-8 text at all
+            raise ValueError(f"the text is not valid Unicode (a lone surrogate at character {e.start})") from None
         ids = self._tok.encode(text, add_special_tokens=False).ids
         if add_bos is None:
             add_bos = self.add_bos

@@ -210,6 +210,19 @@ def test_raw_http_bad_requests(server):
         r = httpx.post(server + "/api/generate", content=b'{"model": "tiny", "prompt": "x", "keep_alive": ' + ka + b"}")
         assert r.status_code == 400 and "keep_alive" in r.json()["error"]
     assert httpx.get(server + "/api/ps").status_code == 200
+    # field types are checked once, for every endpoint: "stream": "false" used to stream
+    for path, body in (("/api/generate", {"model": "tiny", "prompt": "x", "stream": "false"}),
+                       ("/api/chat", {"model": "tiny", "messages": [], "template": 5}),
+                       ("/v1/chat/completions", {"model": "tiny", "messages": [], "stream_options": "yes"})):
+        r = httpx.post(server + path, json=body)
+        assert r.status_code == 400 and "must be a JSON" in r.text, (path, r.text)
+    r = httpx.post(server + "/api/generate",
+                   content=b'{"model": "tiny", "prompt": "\\ud800 x", "raw": true, "stream": false}')
+    assert r.status_code == 400 and "surrogate" in r.json()["error"]
+    r = httpx.post(server + "/api/generate", content=b"[" * 100000 + b"]" * 100000)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+    r = httpx.post(server + "/api/generate", content=b'{"prompt": "' + b"a" * (17 << 20) + b'"}')
+    assert r.status_code == 413
     r = httpx.post(server + "/api/chat", json={"model": "tiny", "messages": [{"role": "user"}],
                                                 "tools": [{"type": "function"}]})
     assert r.status_code == 400 and "tools" in r.json()["error"]
@@ -339,6 +352,13 @@ def test_scheduler_bounded_queue():
         with pytest.raises(QueueFullError) as e:
             sched.submit(lambda job: "third")
         assert error_message(e.value)[0] == 503
+        from diffrt.server.app import _error_response
+
+        class Req:  # what _error_response reads of a request
+            class url:
+                path = "/api/generate"
+
+        assert _error_response(Req, e.value).headers["retry-after"] == "1"
         gate.set()
         assert await first.next() == ("result", "first")
         assert await second.next() == ("result", "second")

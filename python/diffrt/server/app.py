@@ -31,15 +31,42 @@ class State:
         self.scheduler = Scheduler(max_queue, parallel, max_context)
 
 
+# Request bodies larger than this are refused (413) while they arrive, before any parsing: a prompt
+# of this size is already far past any model's context.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+# Types of the top-level fields every handler reads, checked once here (a wrong one is a 400, not a
+# 500 or a silently different meaning such as "stream": "false" streaming).
+_FIELD_TYPES = {"stream": bool, "raw": bool, "drafts": bool, "template": str, "system": str,
+                "suffix": str, "options": dict, "stream_options": dict, "messages": list}
+
+
 async def json_body(request: Request) -> dict:
-    raw = await request.body()
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise RequestError(f"request body of {int(length)} bytes is over the limit of {MAX_BODY_BYTES}", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestError(f"request body is over the limit of {MAX_BODY_BYTES} bytes", 413)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         body = json.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError) as e:
         raise RequestError(f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise RequestError("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise RequestError("request body must be a JSON object")
+    for field, typ in _FIELD_TYPES.items():
+        v = body.get(field)
+        if v is not None and not isinstance(v, typ):
+            raise RequestError(f"'{field}' must be a JSON {_JSON_NAME[typ]}, got {json.dumps(v)[:40]}")
     return body
+
+
+_JSON_NAME = {bool: "boolean", str: "string", dict: "object", list: "array"}
 
 
 async def job_events(job):
@@ -77,12 +104,14 @@ def error_message(exc: Exception) -> tuple[int, str]:
 
 def _error_response(request: Request, exc: Exception):
     status, msg = error_message(exc)
+    headers = {"Retry-After": "1"} if status == 503 else None  # the queue frees as canvases finish
     if request.url.path.startswith("/v1"):
         kind = {404: "not_found_error", 503: "server_busy"}.get(status, "invalid_request_error")
         if status >= 500 and status != 503:
             kind = "server_error"
-        return JSONResponse({"error": {"message": msg, "type": kind, "param": None, "code": None}}, status)
-    return JSONResponse({"error": msg}, status)
+        return JSONResponse({"error": {"message": msg, "type": kind, "param": None, "code": None}}, status,
+                            headers=headers)
+    return JSONResponse({"error": msg}, status, headers=headers)
 
 
 def create_app(loader=None, max_queue: int = 16, parallel: int = DEFAULT_PARALLEL,
