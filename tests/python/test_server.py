@@ -50,7 +50,8 @@ def free_port():
 @pytest.fixture(scope="session")
 def server(serve_store):
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(max_queue=4), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(max_queue=4, request_templates=True)  # the template tests below need them
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     for _ in range(200):
@@ -489,3 +490,14 @@ def test_allowed_origins_and_host_check_configuration(monkeypatch):
     assert g.check_host and not BrowserGuard(None, "0.0.0.0").check_host  # opened to a network: no Host check
     assert is_loopback("127.0.0.5") and is_loopback("::1") and is_loopback("app.localhost")
     assert not is_loopback("10.0.0.1") and not is_loopback("localhost.evil.example")
+
+
+def test_request_templates_are_off_by_default(serve_store):
+    from starlette.testclient import TestClient
+
+    with TestClient(create_app(), base_url="http://127.0.0.1") as c:
+        for path, body in (("/api/generate", {"model": "tiny", "prompt": "x", "template": "{{ messages }}"}),
+                           ("/api/chat", {"model": "tiny", "messages": [{"role": "user", "content": "x"}],
+                                          "template": "{% for i in range(99999) %}{% endfor %}"})):
+            r = c.post(path, json=body)
+            assert r.status_code == 400 and "--allow-request-templates" in r.json()["error"], r.text

@@ -19,6 +19,8 @@ def add_parser(sub):
     p.add_argument("--origins", default=None,
                    help="browser origins allowed besides this machine's pages (comma-separated patterns, "
                         "'*' wildcards; also DIFFRT_ORIGINS). Requests from other web pages get 403")
+    p.add_argument("--allow-request-templates", action="store_true",
+                   help="accept a request's own Jinja chat template (runs client-supplied code; off by default)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
@@ -39,5 +41,6 @@ def run(args):
 
         _require_cuda()  # before binding the port: a clear error, not one per request
     serve(args.host, args.port, max_queue=args.max_queue, log_level=args.log_level, parallel=args.parallel,
-          max_context=args.max_context, device=args.device, origins=args.origins)
+          max_context=args.max_context, device=args.device, origins=args.origins,
+          request_templates=args.allow_request_templates)
     return 0

@@ -26,9 +26,10 @@ log = logging.getLogger("diffrt.server")
 
 class State:
     def __init__(self, loader, max_queue: int, parallel: int = DEFAULT_PARALLEL,
-                 max_context: int = DEFAULT_MAX_CONTEXT):
+                 max_context: int = DEFAULT_MAX_CONTEXT, request_templates: bool = False):
         self.registry = Registry(loader)
         self.scheduler = Scheduler(max_queue, parallel, max_context)
+        self.request_templates = request_templates  # run a request's own Jinja template
 
 
 # Request bodies larger than this are refused (413) while they arrive, before any parsing: a prompt
@@ -115,14 +116,16 @@ def _error_response(request: Request, exc: Exception):
 
 
 def create_app(loader=None, max_queue: int = 16, parallel: int = DEFAULT_PARALLEL,
-               max_context: int = DEFAULT_MAX_CONTEXT, host: str = "127.0.0.1", origins: str | None = None) -> Starlette:
+               max_context: int = DEFAULT_MAX_CONTEXT, host: str = "127.0.0.1", origins: str | None = None,
+               request_templates: bool = False) -> Starlette:
     """host: the address the server is bound to (a loopback one turns the Host check on); origins:
-    allowed browser origins besides the defaults and DIFFRT_ORIGINS (server/security.py)."""
+    allowed browser origins besides the defaults and DIFFRT_ORIGINS (server/security.py);
+    request_templates: accept a request's own chat template (off: a 400)."""
     from . import ollama, openai
 
     if loader is None:
         from ..model import load as loader
-    state = State(loader, max_queue, parallel, max_context)
+    state = State(loader, max_queue, parallel, max_context, request_templates)
 
     async def root(request):
         return PlainTextResponse("diffrt is running")
@@ -160,7 +163,7 @@ def create_app(loader=None, max_queue: int = 16, parallel: int = DEFAULT_PARALLE
 
 def serve(host: str = "127.0.0.1", port: int = 11434, max_queue: int = 16, log_level: str = "info",
           parallel: int = DEFAULT_PARALLEL, max_context: int = DEFAULT_MAX_CONTEXT, device: str = "cpu",
-          origins: str | None = None):
+          origins: str | None = None, request_templates: bool = False):
     import functools
 
     import uvicorn
@@ -168,5 +171,6 @@ def serve(host: str = "127.0.0.1", port: int = 11434, max_queue: int = 16, log_l
     from ..model import load
 
     app = create_app(loader=functools.partial(load, device=device), max_queue=max_queue, parallel=parallel,
-                     max_context=max_context, host=host, origins=origins)
+                     max_context=max_context, host=host, origins=origins,
+                     request_templates=request_templates)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

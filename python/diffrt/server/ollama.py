@@ -84,6 +84,15 @@ def _vram_bytes(model) -> int:
     return int(getattr(engine, "weight_bytes", 0))
 
 
+def _check_template_allowed(state, body):
+    # A request's own Jinja template is code the server runs: CPU and memory it may take are not
+    # bounded by the sandbox, so only an operator who trusts the clients turns it on.
+    if body.get("template") and not state.request_templates:
+        raise RequestError("request templates are disabled on this server (start it with "
+                           "--allow-request-templates to accept them); the model's own template is used "
+                           "when the request has none")
+
+
 def routes(state):
     reg = state.registry
 
@@ -99,14 +108,18 @@ def routes(state):
             return await _load_or_unload(state, ref, body["model"], keep_alive, "response")
         params, drafts = _options(ref, body)
         system = body.get("system")
-        if body.get("raw") or not (body.get("template") or ref.template):
-            ids = ref.tokenizer.encode(prompt)
-        else:
+        _check_template_allowed(state, body)
+
+        def prompt_ids():
+            if body.get("raw") or not (body.get("template") or ref.template):
+                return ref.tokenizer.encode(prompt)
             msgs = [{"role": "user", "content": prompt}]
             sys_prompt = system if system is not None else model_info.system(ref.metadata)
             if sys_prompt:
                 msgs.insert(0, {"role": "system", "content": sys_prompt})
-            ids = gen.render(ref, msgs, body.get("template"), **_think(body))
+            return gen.render(ref, msgs, body.get("template"), **_think(body))
+
+        ids = await run_in_threadpool(prompt_ids)  # templates and tokenizing: CPU work, off the event loop
         gen.check_context(ref, ids, params)
         prep = gen.Prepared(ref, ids, params, keep_alive, drafts=drafts)
         model = body["model"]
@@ -132,7 +145,8 @@ def routes(state):
             return await _load_or_unload(state, ref, body["model"], keep_alive, "message")
         msgs = gen.chat_messages(ref, gen.check_messages(body.get("messages")))
         params, drafts = _options(ref, body)
-        ids = gen.render(ref, msgs, body.get("template"), **_think(body))
+        _check_template_allowed(state, body)
+        ids = await run_in_threadpool(gen.render, ref, msgs, body.get("template"), **_think(body))
         gen.check_context(ref, ids, params)
         prep = gen.Prepared(ref, ids, params, keep_alive, drafts=drafts)
         model = body["model"]

@@ -59,7 +59,7 @@ def routes(state):
     async def _run(body, ids_of, obj_prefix, make_choice, make_delta):
         ref = reg.ref(body.get("model"))
         params = gen.merge_options(ref, _options(body), "request")
-        ids = ids_of(ref)
+        ids = await run_in_threadpool(ids_of, ref)  # templates and tokenizing: off the event loop
         gen.check_context(ref, ids, params)
         prep = gen.Prepared(ref, ids, params, parse_keep_alive(body.get("keep_alive")),
                             drafts=bool(body.get("drafts")))
