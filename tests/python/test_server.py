@@ -501,3 +501,28 @@ def test_request_templates_are_off_by_default(serve_store):
                                           "template": "{% for i in range(99999) %}{% endfor %}"})):
             r = c.post(path, json=body)
             assert r.status_code == 400 and "--allow-request-templates" in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/generate", {"model": "tiny", "prompt": "x", "raw": True, "stream": False}),
+    ("/v1/completions", {"model": "tiny", "prompt": "x"}),
+])
+def test_a_non_streaming_client_that_hangs_up_cancels_its_generation(serve_store, path, body):
+    app = create_app()
+    srv, thread, url = start_server(app)
+    try:
+        # One canvas of 4095 steps that cannot stop early takes seconds (a step of the tiny model
+        # is about a millisecond): the answer cannot come before the client gives up after 1 s.
+        slow = {"num_predict": 64, "steps": 4095, "stability_threshold": 4095}
+        long = dict(body, options=slow) if path.startswith("/api") else \
+            dict(body, max_tokens=64, steps=4095, stability_threshold=4095)
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+            httpx.post(url + path, json=long, timeout=httpx.Timeout(5.0, read=1.0))
+        sched = app.state.diffrt.scheduler
+        deadline = time.time() + 1.5  # cancelled at the next step; alone the canvas needs far longer
+        while sched._running and time.time() < deadline:
+            time.sleep(0.02)
+        assert not sched._running, "the abandoned generation kept running"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)

@@ -87,6 +87,25 @@ async def job_events(job):
         job.cancel()
 
 
+async def job_result(request: Request, job):
+    """The job's final result, for a non-streaming answer. A client that hangs up meanwhile cancels
+    the job (its generation stops at the next step), as leaving job_events early does for streams:
+    the request body is read by now, so the next ASGI message is the disconnect."""
+
+    async def watch():
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        job.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async for kind, value in job_events(job):
+            if kind == "done":
+                return value
+    finally:
+        watcher.cancel()
+
+
 def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
 

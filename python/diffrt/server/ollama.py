@@ -15,7 +15,7 @@ from .. import model_info, store
 from .. import modelfile as mfmod
 from ..chat import split_thinking, thinking_markers
 from . import generation as gen
-from .app import error_message, job_events, json_body, now_iso
+from .app import error_message, job_events, job_result, json_body, now_iso
 from .registry import RequestError, parse_keep_alive
 
 NDJSON = "application/x-ndjson"
@@ -36,14 +36,13 @@ def _stats(out: gen.Outcome) -> dict:
             "eval_count": out.completion_tokens, "eval_duration": ns(out.total_s - out.load_s)}
 
 
-async def _respond(state, body, prep, chunk, final):
+async def _respond(state, request, body, prep, chunk, final):
     """Submit `prep` and answer as Ollama does: NDJSON chunks, or one object when stream=false.
     chunk(text, draft) and final(outcome, full_text) build the objects."""
     job = state.scheduler.submit_generation(state.registry, prep)
     if body.get("stream", True) is False:
-        async for kind, value in job_events(job):
-            if kind == "done":
-                return JSONResponse(final(value, value.text))
+        value = await job_result(request, job)
+        return JSONResponse(final(value, value.text))
     async def lines():
         try:
             async for kind, value in job_events(job):
@@ -134,7 +133,7 @@ def routes(state):
             return {"model": model, "created_at": now_iso(), "response": text, "done": True,
                     "done_reason": out.done_reason, **_stats(out)}
 
-        return await _respond(state, body, prep, chunk, final)
+        return await _respond(state, request, body, prep, chunk, final)
 
     async def chat(request):
         body = await json_body(request)
@@ -168,7 +167,7 @@ def routes(state):
             return {"model": model, "created_at": now_iso(), "message": message, "done": True,
                     "done_reason": out.done_reason, **_stats(out)}
 
-        return await _respond(state, body, prep, chunk, final)
+        return await _respond(state, request, body, prep, chunk, final)
 
     def _entry(ref):
         return {"name": ref.name, "model": ref.name, "modified_at": _iso(ref.modified), "size": ref.size,

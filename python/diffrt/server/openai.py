@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from .. import params as params_table
 from . import generation as gen
-from .app import error_message, job_events, json_body
+from .app import error_message, job_events, job_result, json_body
 from .registry import RequestError, parse_keep_alive
 
 # OpenAI request field -> Modelfile PARAMETER name (diffrt/params.py; max_tokens is mapped below).
@@ -56,7 +56,7 @@ def _finish(out: gen.Outcome) -> str:
 def routes(state):
     reg = state.registry
 
-    async def _run(body, ids_of, obj_prefix, make_choice, make_delta):
+    async def _run(request, body, ids_of, obj_prefix, make_choice, make_delta):
         ref = reg.ref(body.get("model"))
         params = gen.merge_options(ref, _options(body), "request")
         ids = await run_in_threadpool(ids_of, ref)  # templates and tokenizing: off the event loop
@@ -67,10 +67,9 @@ def routes(state):
         rid, created, model = f"{obj_prefix}-{uuid.uuid4().hex[:24]}", int(time.time()), body["model"]
         obj = "chat.completion" if obj_prefix == "chatcmpl" else "text_completion"
         if not body.get("stream"):
-            async for kind, value in job_events(job):
-                if kind == "done":
-                    return JSONResponse({"id": rid, "object": obj, "created": created, "model": model,
-                                         "choices": [make_choice(value)], "usage": _usage(value)})
+            value = await job_result(request, job)
+            return JSONResponse({"id": rid, "object": obj, "created": created, "model": model,
+                                 "choices": [make_choice(value)], "usage": _usage(value)})
         chunk_obj = obj + ".chunk" if obj_prefix == "chatcmpl" else obj
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
@@ -113,7 +112,7 @@ def routes(state):
             d = {"role": "assistant", "content": ""} if first else ({} if text is None else {"content": text})
             return {"index": 0, "delta": d, "finish_reason": finish, "logprobs": None}
 
-        return await _run(body, ids_of, "chatcmpl", choice, delta)
+        return await _run(request, body, ids_of, "chatcmpl", choice, delta)
 
     async def completions(request):
         body = await json_body(request)
@@ -131,7 +130,7 @@ def routes(state):
                 return None
             return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
 
-        return await _run(body, lambda ref: ref.tokenizer.encode(prompt), "cmpl", choice, delta)
+        return await _run(request, body, lambda ref: ref.tokenizer.encode(prompt), "cmpl", choice, delta)
 
     async def models(request):
         refs = await run_in_threadpool(reg.list)
