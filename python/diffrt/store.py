@@ -92,11 +92,18 @@ resolve_model = resolve
 def writing(name: str):
     """Yield a temporary path in the store; on success it becomes the model `name` atomically."""
     target = path_for(name)
+    made = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    with replace_on_success(tmp, target):
-        yield tmp
+    try:
+        with replace_on_success(tmp, target):
+            yield tmp
+    except BaseException:
+        if made:  # a failed create leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
+        raise
 
 
 def remove(name: str) -> None:

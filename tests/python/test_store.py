@@ -143,6 +143,7 @@ def test_create_errors_leave_nothing(models, converted, tmp_path):
         create("../bad", f"FROM {src}\n")
     assert not store.path_for("bad").exists()
     assert not any(p.name.endswith(".tmp") for p in models.rglob("*"))
+    assert not store.path_for("bad").parent.exists()  # nor an empty folder for the name
 
 
 def test_list_rm_cp(models, converted, capsys):

@@ -365,13 +365,9 @@ std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
 
   Cursor c{path, static_cast<const uint8_t*>(map.p), map.n};
   if (map.n < 4 || std::memcmp(c.base, "GGUF", 4) != 0) {
-    std::string got;
-    for (size_t i = 0; i < 4 && i < map.n; ++i) {
-      char b[8];
-      std::snprintf(b, sizeof b, "%02x", c.base[i]);
-      got += b;
-    }
-    c.error("not a GGUF file (magic " + (map.n ? "0x" + got : std::string("missing: empty file")) + ")");
+    // Says what the file is not, never what its bytes are: a server that opens paths for clients
+    // (/api/create) must not become a way to read the first bytes of any file it can open.
+    c.error(map.n ? "not a GGUF file (it does not begin with the magic 'GGUF')" : "not a GGUF file (empty file)");
   }
   c.pos = 4;
   f->version_ = c.u32();

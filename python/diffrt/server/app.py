@@ -35,6 +35,7 @@ class State:
 # Request bodies larger than this are refused (413) while they arrive, before any parsing: a prompt
 # of this size is already far past any model's context.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+DRAIN_TIMEOUT_S = 30  # seconds `diffrt serve` waits for running requests on SIGTERM
 # Types of the top-level fields every handler reads, checked once here (a wrong one is a 400, not a
 # 500 or a silently different meaning such as "stream": "false" streaming).
 _FIELD_TYPES = {"stream": bool, "raw": bool, "drafts": bool, "template": str, "system": str,
@@ -192,4 +193,5 @@ def serve(host: str = "127.0.0.1", port: int = 11434, max_queue: int = 16, log_l
     app = create_app(loader=functools.partial(load, device=device), max_queue=max_queue, parallel=parallel,
                      max_context=max_context, host=host, origins=origins,
                      request_templates=request_templates)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # SIGTERM: stop accepting, let running requests finish, but not for longer than this.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=DRAIN_TIMEOUT_S)
