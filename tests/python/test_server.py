@@ -526,3 +526,33 @@ def test_a_non_streaming_client_that_hangs_up_cancels_its_generation(serve_store
     finally:
         srv.should_exit = True
         thread.join(timeout=30)
+
+
+def test_a_busy_model_does_not_block_another(serve_store):
+    """Head-of-line blocking: a request for a model with free slots must not wait behind a request
+    that waits for a slot of another, busy model."""
+    store.copy("tiny", "other")
+    app = create_app(parallel=1)
+    srv, thread, url = start_server(app)
+    slow = {"num_predict": 16, "steps": 4095, "stability_threshold": 4095, "seed": 1}
+    results = {}
+
+    def post(key, model, options):
+        results[key] = httpx.post(url + "/api/generate", json={"model": model, "prompt": "x", "raw": True,
+                                                               "stream": False, "options": options}, timeout=120)
+
+    try:
+        busy = [threading.Thread(target=post, args=(k, "tiny", slow)) for k in ("a1", "a2")]
+        for t in busy:
+            t.start()
+            time.sleep(0.3)  # a1 takes tiny's only slot, a2 waits for it
+        post("b", "other", {"num_predict": 1, "steps": 2})
+        assert results["b"].status_code == 200
+        assert busy[0].is_alive(), "the request for 'other' waited until tiny's slot was free"
+        for t in busy:
+            t.join(timeout=120)
+        assert results["a1"].status_code == 200 and results["a2"].status_code == 200
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)
+        store.remove("other")

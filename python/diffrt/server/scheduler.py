@@ -109,7 +109,10 @@ class Scheduler:
         self._engines: dict[int, _Engine] = {}  # id(model) -> its engine
         self._running: dict[tuple[int, int], _Running] = {}  # (id(engine), request id) -> state
         self._registries: set = set()  # the registries of the requests seen (one per app)
-        self._held = None  # a job taken from the queue that waits for a free slot
+        # Jobs taken from the queue that wait for a free slot of their model, oldest first. Each model
+        # waits on its own: a job for a model with free slots starts at once, whatever waits before it
+        # for another model. At most max_queue of them (then the queue itself holds the rest).
+        self._held: list = []
         self._stopping = False
         self.peak_batch = 0  # most generations in flight at once (for tests and the benchmark)
         self._thread = threading.Thread(target=self._work, name="diffrt-generate", daemon=True)
@@ -141,20 +144,23 @@ class Scheduler:
     # --- the worker ---------------------------------------------------------------------------
     def _work(self):
         while True:
-            # Take waiting jobs while there is room; block only when nothing is being denoised.
-            while True:
-                if self._held is None:
-                    try:
-                        self._held = self._queue.get(block=not self._running, timeout=None if self._running else 1.0)
-                    except queue.Empty:
-                        break
-                if self._held is _STOP:
+            # Held jobs first (a slot of their model may have freed), in arrival order ...
+            self._held = [job for job in self._held if not self._start(job)]
+            # ... then new ones while there is room to hold them; block only when nothing is denoised.
+            while len(self._held) < self._queue.maxsize:
+                idle = not self._running  # held jobs then retry at least every second
+                try:
+                    job = self._queue.get(block=idle, timeout=1.0 if idle else None)
+                except queue.Empty:
+                    break
+                if job is _STOP:
                     for run in list(self._running.values()):
                         self._end(run, error=asyncio.CancelledError(), slot_free=True)
+                    for held in self._held:
+                        held._finish("error", asyncio.CancelledError())
                     return
-                if not self._start(self._held):
-                    break  # no free slot for it yet: it keeps its place at the head
-                self._held = None
+                if not self._start(job):
+                    self._held.append(job)  # its model has no free slot yet
             if self._running:
                 self.peak_batch = max(self.peak_batch, len(self._running))
                 self._tick()
