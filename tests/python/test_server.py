@@ -556,3 +556,27 @@ def test_a_busy_model_does_not_block_another(serve_store):
         srv.should_exit = True
         thread.join(timeout=30)
         store.remove("other")
+
+
+def test_registry_counts_each_version_of_a_recreated_model():
+    """`diffrt create` of a name while it serves: the old file's requests release the old version,
+    the new file's the new one (the busy count used to be shared, so a model in use could expire),
+    and keep_alive 0 unloads a busy model once its requests end."""
+    from diffrt.server.registry import ModelRef, Registry
+
+    loads = []
+    reg = Registry(lambda path: loads.append(path) or object())
+    old = ModelRef("m:latest", "/store/m.gguf", 10, 1.0, {}, {})
+    new = ModelRef("m:latest", "/store/m.gguf", 12, 2.0, {}, {})
+    m_old = reg.acquire(old)
+    m_new = reg.acquire(new)  # re-created while the old version still runs
+    assert m_old is not m_new and len(loads) == 2
+    reg.release(old, 300)
+    busy = {l.ref.size: l.busy for l in reg.loaded()}
+    assert busy == {10: 0, 12: 1}
+    reg.unload(new)  # keep_alive 0 while busy: not now ...
+    assert any(l.model is m_new for l in reg.loaded())
+    reg.release(new, 300)  # ... but once its request ends
+    assert not any(l.model is m_new for l in reg.loaded())
+    assert reg.acquire(new) is not m_new and len(loads) == 3  # and the old idle version was dropped
+    assert [l.ref.size for l in reg.loaded()] == [12]

@@ -98,6 +98,7 @@ class Loaded:
     ref: ModelRef
     expires_at: float
     busy: int = 0
+    drop_when_idle: bool = False  # keep_alive 0 asked while it was busy: unload once its requests end
 
 
 class Registry:
@@ -143,41 +144,56 @@ class Registry:
         return out
 
     # --- loaded models (acquire/release on the worker thread) ----------------------------------
+    # Keyed by the version of the file (path, size, mtime), not the path alone: a model re-created
+    # under its name while requests still run on the old file is a second entry, and each release
+    # counts against the version its request acquired.
+    @staticmethod
+    def _key(ref: ModelRef) -> tuple:
+        return (ref.path, ref.size, ref.modified)
+
     def acquire(self, ref: ModelRef):
+        key = self._key(ref)
         with self._lock:
-            loaded = self._loaded.get(ref.path)
-            if loaded is not None and loaded.ref is not ref:  # the file changed since it was loaded
-                if loaded.busy == 0:
-                    del self._loaded[ref.path]
-                loaded = None
+            for k in [k for k, m in self._loaded.items() if k[0] == ref.path and k != key and m.busy == 0]:
+                del self._loaded[k]  # an older version of this file that nothing uses any more
+            loaded = self._loaded.get(key)
             if loaded is not None:
                 loaded.busy += 1
                 return loaded.model
         model = self._loader(ref.path)
         with self._lock:
-            self._loaded[ref.path] = Loaded(model, ref, float("inf"), busy=1)
+            loaded = self._loaded.get(key)
+            if loaded is not None:  # loaded meanwhile by another caller: share it
+                loaded.busy += 1
+                return loaded.model
+            self._loaded[key] = Loaded(model, ref, float("inf"), busy=1)
         return model
 
     def release(self, ref: ModelRef, keep_alive: float):
         with self._lock:
-            loaded = self._loaded.get(ref.path)
+            loaded = self._loaded.get(self._key(ref))
             if loaded is None:
                 return
             loaded.busy -= 1
-            loaded.expires_at = time.time() + keep_alive
+            loaded.expires_at = time.time() + (0.0 if loaded.drop_when_idle else keep_alive)
         self.expire()
 
     def unload(self, ref: ModelRef):
+        """Drops every idle version of the model's file; a busy one goes once its requests end."""
         with self._lock:
-            loaded = self._loaded.get(ref.path)
-            if loaded is not None and loaded.busy == 0:
-                del self._loaded[ref.path]
+            for k, m in list(self._loaded.items()):
+                if k[0] != ref.path:
+                    continue
+                if m.busy == 0:
+                    del self._loaded[k]
+                else:
+                    m.drop_when_idle = True
 
     def expire(self, now: float | None = None):
         now = time.time() if now is None else now
         with self._lock:
-            for path in [p for p, m in self._loaded.items() if m.busy == 0 and m.expires_at <= now]:
-                del self._loaded[path]
+            for k in [k for k, m in self._loaded.items() if m.busy == 0 and m.expires_at <= now]:
+                del self._loaded[k]
 
     def loaded(self) -> list[Loaded]:
         self.expire()
