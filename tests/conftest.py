@@ -33,6 +33,8 @@ TINY_CONFIGS: dict[str, dict] = {
                 head_dim=24, global_head_dim=48, vocab=300),
     # bf16 storage, random weights conditioned like a trained model (decisive routing, unit logits).
     "bf16": dict(dtype="bfloat16", condition=True),
+    # The "bf16" model's values in a float32 model (converted --type bf16: a BF16 file, model dtype f32).
+    "bf16_values": dict(condition=True, bf16_values=True),
     # Default model in 3 safetensors shards + model.safetensors.index.json.
     "sharded": dict(shards=3),
     # Conditioned, with rows of 256 / 512 (multiples of Q8_0's 32 and of 256) ...

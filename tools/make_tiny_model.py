@@ -53,6 +53,7 @@ DEFAULTS = dict(
     shards=1,
     max_new_tokens=32,
     condition=False,
+    bf16_values=False,  # float32 model whose every value is a bf16 number (parity of BF16 files in f32)
 )
 
 # Gemma-style special tokens at fixed ids.
@@ -272,6 +273,11 @@ def make_tiny_model(out_dir, **overrides) -> Path:
     gen = torch.Generator().manual_seed(cfg["seed"] + 1)
     _randomise(model, cfg, gen)
     dtype = getattr(torch, cfg["dtype"])
+    if cfg["bf16_values"]:
+        with torch.no_grad():
+            for t in list(model.parameters()) + list(model.buffers()):
+                if t.is_floating_point():
+                    t.copy_(t.to(torch.bfloat16).to(t.dtype))
     model = model.to(dtype)
     model.config.dtype = dtype
     model.generation_config = DiffusionGemmaGenerationConfig(

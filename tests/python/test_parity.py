@@ -107,7 +107,24 @@ def test_parity_f32_batch(converted, tiny_reference):
     run_parity(model, ref, 2, F32_TOL, F32_TOL)
 
 
+def test_parity_bf16_weights_in_f32(converted, tiny_reference):
+    """BF16-stored weights in the f32 engine against transformers f32 on the same values, at the f32
+    tolerance: unlike test_parity_bf16 this does not depend on which bf16 kernels torch has on
+    this CPU, so it holds on every machine and every diffrt path."""
+    path = converted("bf16_values", "bf16")
+    model = diffrt.load(path, compute_type="f32")
+    assert model.tensors["blk.0.attn_q.weight"].type == "BF16"
+    ref = tiny_reference("bf16_values", prompt_len=12, n_canvas=2)
+    run_parity(model, ref, 2, F32_TOL, F32_TOL)
+
+
 def test_parity_bf16(converted, tiny_reference):
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        # Measured: without AVX-512 torch's bf16 path itself moves by 6.2e-2 on this model (the
+        # reference changes, not diffrt); test_parity_bf16_weights_in_f32 covers these machines.
+        pytest.skip(f"transformers' bf16 reference differs on a {torch.backends.cpu.get_cpu_capability()} CPU")
     # compute_type="f32": the f32 engine on bf16 weights ("auto" would pick the packed bf16 GEMMs on
     # a CPU with AVX512-BF16; those are checked against this path in their own tests).
     model = diffrt.load(converted("bf16"), compute_type="f32")
