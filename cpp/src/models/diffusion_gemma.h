@@ -52,6 +52,8 @@ class DiffusionGemma final : public Model {
   const GGUFFile& file() const override { return *file_; }
   ComputeType compute_type() const override { return compute_type_; }
   const char* architecture() const override { return names::ARCH; }
+  // The stored type of the layer weights ("auto" compute types follow it): the first layer's q.
+  GGMLType layer_weight_type() const { return w_.layers.empty() ? w_.embd.type : w_.layers[0].q.type; }
   // Largest k of a packed weight (0 for f32): a Session reserves the packed GEMM's activation
   // buffer for (its tokens, this k) so that no step allocates.
   int64_t packed_max_k() const { return packed_max_k_; }

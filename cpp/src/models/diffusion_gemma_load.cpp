@@ -180,12 +180,6 @@ void DiffusionGemma::load_weights() {
     throw FormatError(f.path() + ": tensor 'token_embd.weight' has shape " + shape_str(te->ne) + ", expected [" +
                       std::to_string(H) + ", n_vocab]");
   cfg_.n_vocab = int(te->ne[1]);
-  w_.layers.assign(size_t(c.n_layer), LayerWeights{});
-  for (int il = 0; il < c.n_layer; ++il) {
-    w_.layers[size_t(il)].sliding = c.is_sliding[il];
-    w_.layers[size_t(il)].head_dim = c.head_dim[il];
-    w_.layers[size_t(il)].n_kv = c.n_kv_head[il];
-  }
   visit_weights(c, w_, FileVisitor{*this, tensor});
 
   // The model dtype decides roundings that transformers does in dt (spec §4): embed_scale and the

@@ -40,8 +40,7 @@ void DiffusionGemma::pack_weights(ComputeType requested) {
   w_.embd_kn.k = cfg_.n_vocab;
   w_.embd_kn.kn = true;
 
-  const GGMLType stored = w_.layers.empty() ? w_.embd.type : w_.layers[0].q.type;
-  const ComputeType type = resolve_compute_type(requested, stored, Device::Cpu);
+  const ComputeType type = resolve_compute_type(requested, layer_weight_type(), Device::Cpu);
   Form layer_form = Form::None, lm_head_form = Form::None, self_cond_form = Form::None;
   switch (type) {
     case ComputeType::Bf16:

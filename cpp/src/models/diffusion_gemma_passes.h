@@ -61,7 +61,8 @@ struct Weights {
 //       ne in ggml order: [k (in), out, (experts)]: the logical NK matrix is [prod(ne[1:])][ne[0]]
 //   v.vector(const float*& p, const std::string& name, int64_t n)
 //   v.scalar(float& s, const std::string& name)
-// w.layers must hold c.n_layer layers with sliding, head_dim and n_kv set (they shape the table).
+// It first sizes w.layers to c.n_layer and sets each layer's geometry (sliding, head_dim, n_kv) from
+// c, which shapes the table; weights already in w are kept.
 enum class WeightRole { Dense, Router, Experts, Embedding };
 
 inline std::string layer_tensor(const char* pattern, int il) {
@@ -75,6 +76,12 @@ template <class Mat, class V>
 void visit_weights(const ModelConfig& c, Weights<Mat>& w, V&& v) {
   namespace N = names;
   const int64_t H = c.n_embd, I = c.n_ff, Ie = c.n_ff_exp, E = c.n_expert, nh = c.n_head;
+  w.layers.resize(size_t(c.n_layer));
+  for (int il = 0; il < c.n_layer; ++il) {
+    w.layers[size_t(il)].sliding = c.is_sliding[size_t(il)] != 0;
+    w.layers[size_t(il)].head_dim = c.head_dim[size_t(il)];
+    w.layers[size_t(il)].n_kv = c.n_kv_head[size_t(il)];
+  }
   v.matrix(w.embd, N::TENSOR_TOKEN_EMBD, {H, c.n_vocab}, WeightRole::Embedding);
   v.vector(w.output_norm, N::TENSOR_OUTPUT_NORM, H);
   v.vector(w.sc_pre_norm, N::TENSOR_SELF_COND_PRE_NORM, H);

@@ -4,7 +4,6 @@
 #include <cstring>
 
 #include "diffrt/error.h"
-#include "format/gguf_names.h"
 #include "kernels/cuda/cuda_model.h"
 #include "kernels/kernels.h"
 #include "models/diffusion_gemma.h"
@@ -13,7 +12,6 @@
 namespace diffrt::cuda {
 
 namespace kc = kernels::cuda;
-namespace N = names;
 
 namespace {
 
@@ -153,9 +151,7 @@ std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, Com
   const GGUFFile& f = host->file();
   std::shared_ptr<DeviceModel> m(new DeviceModel());
   m->cfg_ = host->config();
-  m->compute_type_ = resolve_compute_type(
-      compute_type, host->layers().empty() ? f.tensor(N::TENSOR_TOKEN_EMBD).type : host->layers()[0].q.type,
-      Device::Cuda);
+  m->compute_type_ = resolve_compute_type(compute_type, host->layer_weight_type(), Device::Cuda);
   m->w.bf16 = host->bf16_model();
   m->w.embed_scale = host->embed_scale();
   m->host_ = host;
@@ -178,12 +174,6 @@ std::shared_ptr<DeviceModel> DeviceModel::from_file(const std::string& path, Com
     }
     void scalar(float& s, const std::string& name) { kernels::decode_row(file_matrix(f, name.c_str()), 0, 0, 1, &s); }
   };
-  m->w.layers.resize(host->layers().size());
-  for (size_t il = 0; il < m->w.layers.size(); ++il) {
-    m->w.layers[il].sliding = host->layers()[il].sliding;
-    m->w.layers[il].head_dim = host->layers()[il].head_dim;
-    m->w.layers[il].n_kv = host->layers()[il].n_kv;
-  }
   dg::visit_weights(c, m->w, Upload{*m, f});
   m->w.embd_kn = kn_view(m->w.embd);
   DIFFRT_CUDA_CHECK(cudaDeviceSynchronize());
@@ -227,12 +217,6 @@ std::shared_ptr<DeviceModel> DeviceModel::random(const ModelConfig& cfg, Compute
     }
     void scalar(float& s, const std::string&) { s = 1.f; }
   };
-  m->w.layers.resize(size_t(c.n_layer));
-  for (int il = 0; il < c.n_layer; ++il) {
-    m->w.layers[size_t(il)].sliding = c.is_sliding[il] != 0;
-    m->w.layers[size_t(il)].head_dim = c.head_dim[il];
-    m->w.layers[size_t(il)].n_kv = c.n_kv_head[il];
-  }
   dg::visit_weights(c, m->w, Random{*m, mat});
   m->w.embd_kn = kn_view(m->w.embd);
   DIFFRT_CUDA_CHECK(cudaDeviceSynchronize());
