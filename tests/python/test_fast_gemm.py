@@ -137,6 +137,28 @@ def test_zero_rows_and_zero_weights_give_zeros():
             np.testing.assert_allclose(y, expect, rtol=1e-6, atol=0, err_msg=f"{kind} {path}")
 
 
+def test_activation_rounding_ties_are_even_on_every_path():
+    """The per-call activation conversions round half to even on every path, as the C++ reference
+    (core/dtype.h) and numpy do: bf16 ties between two bf16 values, int8 ties at q + 0.5. An identity
+    W makes y the converted activations themselves, compared element by element."""
+    K = 40
+    ties = np.array([1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 2 + 2**-7, 255 * 2**-8 + 2**-16], np.float32)
+    x_bf = np.resize(ties, (3, K)).astype(np.float32)
+    x_bf[1] *= -3.0
+    x_bf[2, ::3] = 0.0
+    # int8: max |x| = 127 makes the scale 1, so x·(127/amax) hits exact halves
+    x_i8 = np.resize(np.array([127.0, 2.5, -3.5, 0.5, -0.5, 1.5, 126.5, -126.5], np.float32), (3, K)).copy()
+    x_i8[2] *= -1
+    eye = np.eye(K, dtype=np.float32)
+    for path in PATHS:
+        y = packed(eye, "bf16").gemm(x_bf, path)
+        np.testing.assert_array_equal(y, bf16(x_bf).astype(np.float32), err_msg=path)
+        y = packed(eye, "int8").gemm(x_i8, path)
+        np.testing.assert_allclose(y, emulate("int8", x_i8, eye), rtol=1e-6, atol=0, err_msg=path)
+        q, _ = quant_rows(x_i8)
+        assert np.array_equal(np.rint(y * 127 / np.abs(x_i8).max(axis=1, keepdims=True)), q), path
+
+
 def test_bad_arguments_are_value_errors():
     w = np.ones((4, 8), np.float32)
     with pytest.raises(ValueError, match="kind"):

@@ -94,17 +94,19 @@ void gemm_panel_portable(int64_t M, int kc, const float* A, int64_t lda, const f
 
 namespace {
 
+using PackFn = void (*)(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp);
+
 struct Path {
   PanelFn fn;
   int nr;
-  bool avx512_pack = false;  // F32 NK panels packed with AVX-512 transposes
+  PackFn pack_f32_nk = nullptr;  // F32 NK panels packed with in-register transposes (else pack_panel)
 };
 
 Path panel_path() {
   switch (cpu_path()) {
     case CpuPath::Amx:
-    case CpuPath::Avx512: return {gemm_panel_avx512, 32, true};
-    case CpuPath::Avx2: return {gemm_panel_avx2, 16};
+    case CpuPath::Avx512: return {gemm_panel_avx512, 32, pack_f32_nk_avx512};
+    case CpuPath::Avx2: return {gemm_panel_avx2, 16, pack_f32_nk_avx2};
     default: return {gemm_panel_portable, 16};
   }
 }
@@ -167,8 +169,8 @@ void run_panels(const Path& path, const float* x, int64_t ldx, int64_t m0, int64
     const int nvalid = int(std::min<int64_t>(path.nr, w.n - n0));
     for (int64_t k0 = 0; k0 < w.k; k0 += KC) {
       const int kc = int(std::min<int64_t>(KC, w.k - k0));
-      if (path.avx512_pack && !w.kn && w.type == GGMLType::F32)
-        pack_f32_nk_avx512(static_cast<const uint8_t*>(w.data), w.row_bytes, n0, nvalid, k0, kc, bp);
+      if (path.pack_f32_nk && !w.kn && w.type == GGMLType::F32)
+        path.pack_f32_nk(static_cast<const uint8_t*>(w.data), w.row_bytes, n0, nvalid, k0, kc, bp);
       else
         pack_panel(w, n0, nvalid, k0, kc, path.nr, bp);
       // Two panels ahead, whole panels, while this one computes (the run's first panels on entry).

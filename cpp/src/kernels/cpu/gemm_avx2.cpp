@@ -8,17 +8,22 @@ namespace {
 
 template <int MR>
 inline void tile(int kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, int nvalid, bool acc) {
+  // Every loop over the MR rows is unrolled: a rolled epilogue loop makes GCC keep the
+  // accumulators in memory as well, storing them on every k step (measured 27% of FMA peak).
   __m256 c0[MR], c1[MR];
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
   for (int k = 0; k < kc; ++k) {
     __m256 b0 = _mm256_load_ps(Bp + k * 16);
     __m256 b1 = _mm256_load_ps(Bp + k * 16 + 8);
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       __m256 a = _mm256_broadcast_ss(A + i * lda + k);
       c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
       c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
     }
   }
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     float* c = C + i * ldc;
     if (nvalid == 16) {
@@ -37,7 +42,48 @@ inline void tile(int kc, const float* A, int64_t lda, const float* Bp, float* C,
   }
 }
 
+// r[i] = row i of an 8 x 8 block -> r[c] = column c.
+inline void transpose8(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
 }  // namespace
+
+void pack_f32_nk_avx2(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
+  for (int j0 = 0; j0 < 16; j0 += 8) {
+    int c0 = 0;
+    for (; c0 + 8 <= kc; c0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) {
+        const int j = j0 + i;
+        r[i] = j < nvalid ? _mm256_loadu_ps(reinterpret_cast<const float*>(base + (n0 + j) * row_bytes) + k0 + c0)
+                          : _mm256_setzero_ps();
+      }
+      transpose8(r);  // r[c] = column c0 + c of the 8 rows
+      for (int c = 0; c < 8; ++c) _mm256_store_ps(bp + (c0 + c) * 16 + j0, r[c]);
+    }
+    for (; c0 < kc; ++c0)  // the last K columns of W (kc not a multiple of 8)
+      for (int i = 0; i < 8; ++i) {
+        const int j = j0 + i;
+        bp[c0 * 16 + j] = j < nvalid ? reinterpret_cast<const float*>(base + (n0 + j) * row_bytes)[k0 + c0] : 0.f;
+      }
+  }
+}
 
 void gemm_panel_avx2(int64_t M, int kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
                      int nvalid, bool accumulate) {

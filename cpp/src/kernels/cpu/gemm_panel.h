@@ -24,5 +24,7 @@ void gemm_panel_avx512(int64_t M, int kc, const float* A, int64_t lda, const flo
 // in-register 16 x 16 transposes; bp as for the panel kernels (zero past nvalid).
 void pack_f32_nk_avx512(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc,
                         float* bp);
+// The same for a [kc x 16] panel with 8 x 8 transposes.
+void pack_f32_nk_avx2(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp);
 
 }  // namespace diffrt::kernels::cpu
