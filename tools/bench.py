@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""Per-denoising-step time of diffrt (CPU, f32) vs transformers 5.23.0 (f32) on the same weights.
+"""Per-denoising-step time of diffrt vs transformers 5.23.0 on the same weights, each engine in its own
+process, alternating.
 
-Both run in this one process, with the same thread count, their steps interleaved (so that other
-load on the machine hits both alike), on the same
-checkpoint (diffrt on its f32 GGUF conversion), after encoding the same prompt. A step is one
-self-conditioned decoder pass over a canvas of L tokens (what every step but a canvas's first is);
-the first (unconditioned) step is timed too. Prints the ratio and writes JSON. Not a test: nothing
-here asserts on speed.
+Every engine runs in a fresh process (thread pools and OpenMP of two engines in one process fight and
+distort both), `--rounds` processes per engine, the order rotated each round so that load from other
+jobs on the machine hits all engines alike. In each process: load, encode the same prompt, one
+unconditioned step, then `--steps` timed self-conditioned decoder passes over a canvas of L tokens
+(what every step but a canvas's first is). Reported per engine: the median over processes of each
+process's median step, the fastest single step, the load average when each process started. Ratios
+only mean something within one run (the machines are shared and noisy). Not a test: nothing here
+asserts on speed.
 
-    python tools/bench.py [--config small] [--threads N] [--steps 5] [--json bench.json]
-                          [--compute-types bf16,int8] [--hf-dtypes bf16]
+    python tools/bench.py [--config small] [--threads N] [--steps 5] [--rounds 3] [--json out.json]
+                          [--engines transformers:f32,diffrt:f32,diffrt:int8:q8_0,...]
 
---compute-types adds diffrt rows in those compute types (the same f32 GGUF, repacked at load: bf16,
-or int8 quantised per row) and --hf-dtypes transformers rows in those dtypes (model.to), all in the
-same interleaved loop. Each diffrt row also gets its logits' error and top-1 agreement against diffrt
-f32, and its step's GEMM throughput (GEMM FLOPs of a step / step time) as a fraction of this CPU's
-GEMM peak for that type measured in the same run (tools/bench_gemm.py's timing at a step's shapes).
+Engines: `transformers:<f32|bf16>` (model.to(dtype)); `diffrt:<compute type>[:<file type>]`, the
+checkpoint's f32 GGUF by default or its bf16 / q8_0 conversion (made once under --work). Each diffrt
+row also gets its first-step logits' error and top-1 agreement against diffrt f32 (transformers rows
+against transformers f32), and its step's GEMM throughput (GEMM FLOPs of a step / step time) as a
+fraction of this CPU's GEMM peak for that type, measured by another process in the same run
+(tools/bench_gemm.py's timing at a step's shapes).
 
 "small" = hidden 512, 8 layers, 16 experts top-4, vocab 32000, canvas 256, prompt 256, built with
 tools/make_tiny_model.py (conditioned random weights) under --work (reused when present).
@@ -27,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -194,94 +199,148 @@ def gemm_peak(compute_type: str, M: int) -> float:
     return best
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="small", choices=sorted(CONFIGS))
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--work", default=os.environ.get("DIFFRT_BENCH_DIR", "/tmp/diffrt-bench"))
-    ap.add_argument("--json", default=None, help="write the results here (default: print only)")
-    ap.add_argument("--compute-types", default="bf16,int8", help="extra diffrt compute types ('' for none)")
-    ap.add_argument("--hf-dtypes", default="bf16", help="extra transformers dtypes ('' for none)")
-    args = ap.parse_args(argv)
+ENGINES_DEFAULT = "transformers:f32,transformers:bf16,diffrt:f32,diffrt:bf16,diffrt:int8"
 
+
+def engine_gguf(work: Path, config: str, spec: str) -> Path:
+    """diffrt:<compute type>[:<file type>]: the GGUF that engine loads (f32 unless a file type is
+    given; bf16 / q8_0 files are converted from the same checkpoint once, under --work)."""
+    parts = spec.split(":")
+    ftype = parts[2] if len(parts) > 2 else "f32"
+    path = work / f"{config}-{ftype}.gguf"
+    if not path.exists():
+        from diffrt.convert import convert
+
+        print(f"converting to {path} ...", flush=True)
+        convert(str(work / config), str(path), out_type=ftype, progress=False)
+    return path
+
+
+def run_one(args) -> None:
+    """Child process: one engine, its steps timed back to back; JSON on stdout's last line."""
     work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    ckpt, gguf = prepare(args.config, work)
+    ckpt = work / args.config
     cfg = json.loads((ckpt / "config.json").read_text())
     V, L = cfg["text_config"]["vocab_size"], cfg["canvas_length"]
     rng = np.random.default_rng(0)
     prompt = rng.integers(9, V, size=(1, CONFIGS[args.config]["prompt"]), dtype=np.int64)
     canvas = rng.integers(0, V, size=(1, L), dtype=np.int64)
+    kind, _, rest = args.one.partition(":")
+    if kind == "gemm-peak":
+        print(json.dumps({"gemm_peak": gemm_peak(rest, int(L))}))
+        return
+    if kind == "diffrt":
+        ct = rest.split(":")[0]
+        prefill, run, logits = setup_diffrt(engine_gguf(work, args.config, args.one), prompt, canvas, args.threads, ct)
+    elif kind == "transformers":
+        prefill, run, logits = setup_transformers(ckpt, prompt, canvas, args.threads, rest or "f32")
+        logits = logits[0]
+    else:
+        raise SystemExit(f"unknown engine {args.one!r}")
+    times = interleaved({"x": run}, args.steps, args.warmup)["x"]
+    out = work / f"logits-{args.one.replace(':', '_')}.npy"
+    np.save(out, np.asarray(logits, np.float32))
+    print(json.dumps({"prefill_s": prefill, **times, "logits": str(out)}))
 
-    load_before = os.getloadavg()
-    our_prefill, our_run, our_logits = setup_diffrt(gguf, prompt, canvas, args.threads)
-    their_prefill, their_run, ref_logits = setup_transformers(ckpt, prompt, canvas, args.threads)
-    runs = {"diffrt": our_run, "transformers": their_run}
-    extra_logits, extra_prefill = {}, {}
-    for ct in [c for c in args.compute_types.split(",") if c]:
-        extra_prefill[f"diffrt-{ct}"], runs[f"diffrt-{ct}"], extra_logits[ct] = setup_diffrt(
-            gguf, prompt, canvas, args.threads, ct)
-    for dt in [d for d in args.hf_dtypes.split(",") if d]:
-        extra_prefill[f"transformers-{dt}"], runs[f"transformers-{dt}"], _ = setup_transformers(
-            ckpt, prompt, canvas, args.threads, dt)
-    times = interleaved(runs, args.steps, args.warmup)
-    ours = dict(prefill_s=our_prefill, **times["diffrt"])
-    theirs = dict(prefill_s=their_prefill, **times["transformers"])
+
+def spawn(args, spec: str) -> dict:
+    cmd = [sys.executable, __file__, "--one", spec, "--config", args.config, "--threads", str(args.threads),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--work", args.work]
+    load = os.getloadavg()[0]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{spec} failed:\n{r.stderr[-3000:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["load_avg"] = [load, os.getloadavg()[0]]
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="small", choices=sorted(CONFIGS))
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per process")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3, help="processes per engine, alternating")
+    ap.add_argument("--engines", default=ENGINES_DEFAULT,
+                    help="diffrt:<compute type>[:<file type f32|bf16|q8_0>], transformers:<f32|bf16>")
+    ap.add_argument("--work", default=os.environ.get("DIFFRT_BENCH_DIR", "/tmp/diffrt-bench"))
+    ap.add_argument("--json", default=None, help="write the results here (default: print only)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: run this engine only
+    args = ap.parse_args(argv)
+    if args.one:
+        return run_one(args)
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt, _ = prepare(args.config, work)
+    engines = [e for e in args.engines.split(",") if e]
+    for e in engines:
+        if e.startswith("diffrt:"):
+            engine_gguf(work, args.config, e)
+    import diffrt
     from diffrt import _core
 
-    med = lambda xs: float(np.median(xs))
-    result = {
-        "config": args.config, "model": CONFIGS[args.config]["model"], "prompt": int(prompt.shape[1]), "canvas": int(L),
-        "threads": args.threads, "steps": args.steps, "cpu": cpu_name(), "cpu_info": _core.cpu_info(),
-        "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
-        "diffrt": ours, "transformers": theirs,
-        "step_ratio": med(theirs["step_s"]) / med(ours["step_s"]),
-        "first_step_ratio": med(theirs["first_step_s"]) / med(ours["first_step_s"]),
-        "prefill_ratio": theirs["prefill_s"] / ours["prefill_s"],
-        "logits_rel_diff": float(np.linalg.norm(our_logits - ref_logits[0]) / np.linalg.norm(ref_logits[0])),
-    }
-    import diffrt
+    runs = {e: [] for e in engines}
+    for r in range(args.rounds):
+        order = engines[r % len(engines):] + engines[:r % len(engines)]  # a different engine goes first
+        for e in order:
+            runs[e].append(spawn(args, e))
+            print(f"  round {r + 1}: {e:<24} step {np.median(runs[e][-1]['step_s']) * 1e3:8.1f} ms  "
+                  f"(load {runs[e][-1]['load_avg'][0]:.2f})", flush=True)
+    cts = sorted({e.split(":")[1] for e in engines if e.startswith("diffrt:")})
+    peaks = {ct: spawn(args, f"gemm-peak:{ct}")["gemm_peak"] for ct in cts}
 
-    flops = step_gemm_flops(diffrt.load(str(gguf)).config, int(L))
-    result["step_gemm_flops"] = flops
-    result["extra"] = extra = {}
-    for name, prefill in extra_prefill.items():
-        extra[name] = dict(prefill_s=prefill, **times[name])
-    for ct, logits in extra_logits.items():
-        r = extra[f"diffrt-{ct}"]
-        r["logits_rel_diff_vs_f32"] = float(np.linalg.norm(logits - our_logits) / np.linalg.norm(our_logits))
-        r["top1_agreement_vs_f32"] = float(np.mean(logits.argmax(-1) == our_logits.argmax(-1)))
-    for name, r in [("diffrt", ours)] + [(n, extra[n]) for n in extra if n.startswith("diffrt-")]:
-        ct = name.split("-", 1)[1] if "-" in name else "f32"
-        r["gemm_gflops"] = flops / med(r["step_s"]) / 1e9
-        r["gemm_peak_gflops"] = gemm_peak(ct, int(L))
-        r["gemm_fraction_of_peak"] = r["gemm_gflops"] / r["gemm_peak_gflops"]
-    print(f"{args.config}: {args.threads} threads on {result['cpu']} (diffrt path {_core.cpu_info()['path']})")
-    print(f"  step (self-conditioned): diffrt {med(ours['step_s'])*1e3:.1f} ms   transformers "
-          f"{med(theirs['step_s'])*1e3:.1f} ms   ratio {result['step_ratio']:.2f}x")
-    print(f"  first step:              diffrt {med(ours['first_step_s'])*1e3:.1f} ms   transformers "
-          f"{med(theirs['first_step_s'])*1e3:.1f} ms   ratio {result['first_step_ratio']:.2f}x")
-    print(f"  prefill ({prompt.shape[1]} tokens):    diffrt {ours['prefill_s']*1e3:.1f} ms   transformers "
-          f"{theirs['prefill_s']*1e3:.1f} ms   ratio {result['prefill_ratio']:.2f}x")
-    print(f"  first-step logits ‖Δ‖/‖ref‖ = {result['logits_rel_diff']:.2e}")
-    print(f"  self-conditioned step, {flops / 1e9:.1f} GFLOP of GEMMs (int8: GOP):")
-    for name, r in [("diffrt", ours), ("transformers", theirs)] + list(extra.items()):
-        line = (f"    {name:>18}: {med(r['step_s'])*1e3:8.1f} ms (min {min(r['step_s'])*1e3:7.1f})"
-                f"  {L / med(r['step_s']):7.0f} canvas tok/s")
-        if "gemm_gflops" in r:
-            line += (f"  GEMMs {r['gemm_gflops']:5.0f} GFLOP/s = {r['gemm_fraction_of_peak']:4.0%} of the measured "
-                     f"{r['gemm_peak_gflops']:.0f}")
-        if "logits_rel_diff_vs_f32" in r:
-            line += f"  vs f32: logits {r['logits_rel_diff_vs_f32']:.1e}, top-1 {r['top1_agreement_vs_f32']:.3f}"
+    L = json.loads((ckpt / "config.json").read_text())["canvas_length"]
+    flops = step_gemm_flops(diffrt.load(str(work / f"{args.config}-f32.gguf")).config, int(L))
+    ref = {"diffrt": "diffrt:f32", "transformers": "transformers:f32"}
+    logits = {e: np.load(runs[e][-1]["logits"]) for e in engines}
+    result = {"config": args.config, "model": CONFIGS[args.config]["model"], "threads": args.threads,
+              "steps": args.steps, "rounds": args.rounds, "cpu": cpu_name(), "cpu_info": _core.cpu_info(),
+              "step_gemm_flops": flops, "engines": {}}
+    print(f"{args.config}: {args.threads} threads on {result['cpu']} (diffrt best path {_core.cpu_info()['path']}), "
+          f"each engine in its own process, {args.rounds} alternating rounds of {args.steps} steps")
+    print(f"  {'engine':<24} {'step ms':>9} {'fastest':>9} {'first':>9} {'prefill':>9}   GEMMs        vs its f32")
+    for e in engines:
+        per_proc = [float(np.median(x["step_s"])) for x in runs[e]]
+        r = {"step_s_per_process": per_proc, "step_s": float(np.median(per_proc)),
+             "step_s_min": float(min(min(x["step_s"]) for x in runs[e])),
+             "first_step_s": float(np.median([np.median(x["first_step_s"]) for x in runs[e]])),
+             "prefill_s": float(np.median([x["prefill_s"] for x in runs[e]])),
+             "load_avg": [x["load_avg"] for x in runs[e]]}
+        kind, ct = e.split(":")[0], e.split(":")[1]
+        line = (f"  {e:<24} {r['step_s'] * 1e3:9.1f} {r['step_s_min'] * 1e3:9.1f} {r['first_step_s'] * 1e3:9.1f} "
+                f"{r['prefill_s'] * 1e3:9.1f}")
+        if kind == "diffrt" and ct in peaks:
+            r["gemm_gflops"] = flops / r["step_s"] / 1e9
+            r["gemm_peak_gflops"] = peaks[ct]
+            line += f"   {r['gemm_gflops']:4.0f}/{peaks[ct]:4.0f} = {r['gemm_gflops'] / peaks[ct]:4.0%}"
+        base = ref[kind]
+        if e != base and base in logits:
+            b = logits[base]
+            r["logits_rel_diff_vs_f32"] = float(np.linalg.norm(logits[e] - b) / np.linalg.norm(b))
+            r["top1_agreement_vs_f32"] = float(np.mean(logits[e].argmax(-1) == b.argmax(-1)))
+            line += f"   {r['logits_rel_diff_vs_f32']:.1e}, top-1 {r['top1_agreement_vs_f32']:.3f}"
+        result["engines"][e] = r
         print(line)
-    for a, b in (("diffrt-bf16", "transformers-bf16"), ("diffrt-int8", "diffrt-bf16")):
-        if a in extra and b in extra:
-            # min as well as median: on a shared machine the fastest of a runner's steps is the one
-            # least disturbed by other jobs (and by the other runners' lingering threads)
-            print(f"    {a} vs {b}: {med(extra[b]['step_s']) / med(extra[a]['step_s']):.2f}x (medians), "
-                  f"{min(extra[b]['step_s']) / min(extra[a]['step_s']):.2f}x (minima)")
+    if "diffrt:f32" in logits and "transformers:f32" in logits:
+        d, t = logits["diffrt:f32"], logits["transformers:f32"]
+        result["f32_logits_rel_diff_vs_transformers"] = float(np.linalg.norm(d - t) / np.linalg.norm(t))
+        print(f"  diffrt f32 vs transformers f32 first-step logits: ‖Δ‖/‖ref‖ = "
+              f"{result['f32_logits_rel_diff_vs_transformers']:.2e}")
+    E = result["engines"]
+    ratios = {}
+    for a in [e for e in engines if e.startswith("diffrt:")]:
+        for b in [e for e in engines if e.startswith("transformers:")]:
+            ratios[f"{a} vs {b}"] = (E[b]["step_s"] / E[a]["step_s"], E[b]["step_s_min"] / E[a]["step_s_min"])
+    fastest = lambda kind: min((e for e in engines if e.startswith(kind)), key=lambda e: E[e]["step_s"], default=None)
+    fd, ft = fastest("diffrt:"), fastest("transformers:")
+    result["ratios"] = ratios
+    for k, (med, mn) in ratios.items():
+        print(f"  {k:<48} {med:5.2f}x (medians of processes), {mn:5.2f}x (fastest steps)")
+    if fd and ft:
+        result["fastest"] = {"diffrt": fd, "transformers": ft, "ratio": E[ft]["step_s"] / E[fd]["step_s"]}
+        print(f"  fastest diffrt ({fd}) vs fastest transformers ({ft}): {result['fastest']['ratio']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
