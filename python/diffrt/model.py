@@ -135,9 +135,9 @@ class Model:
         """The file's tokenizer (None if it stores none)."""
         tok = self.__dict__.get("_tokenizer_cache", False)
         if tok is False:
-            from .tokenizer import Tokenizer
+            from .tokenizer import Tokenizer, has_tokenizer
 
-            tok = Tokenizer(self.metadata, source=self.path) if KEYS["TOKENIZER_HF_JSON"] in self.metadata else None
+            tok = Tokenizer(self.metadata, source=self.path) if has_tokenizer(self.metadata) else None
             self.__dict__["_tokenizer_cache"] = tok
         return tok
 

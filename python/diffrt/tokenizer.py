@@ -1,10 +1,76 @@
 """The model's tokenizer, built with HF `tokenizers` from the tokenizer.json stored in the file
-(`tokenizer.huggingface.json`). BOS follows the file's `tokenizer.ggml.add_bos_token`."""
+(`tokenizer.huggingface.json`, what diffrt's converter writes) or, in files made by other tools
+(llama.cpp's converter: the community's GGUFs), from the standard `tokenizer.ggml.*` arrays.
+BOS follows the file's `tokenizer.ggml.add_bos_token`."""
 
 from __future__ import annotations
 
+import json
+
 from .errors import FormatError
 from .gguf_names import KEYS
+
+# gguf.TokenType values (llama.cpp's llama_token_type)
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
+
+
+def has_tokenizer(metadata: dict) -> bool:
+    """Whether the file stores a tokenizer in either form."""
+    return KEYS["TOKENIZER_HF_JSON"] in metadata or KEYS["TOKENIZER_TOKENS"] in metadata
+
+
+def tokenizer_json_from_ggml(metadata: dict, source: str = "model file") -> str:
+    """A tokenizer.json equivalent to the `tokenizer.ggml.*` arrays of a BPE vocabulary.
+
+    Two BPE families exist in GGUF files: SentencePiece-style (Gemma, Llama: "▁" marks a space,
+    bytes outside the vocabulary fall back to <0xXX> pieces; llama.cpp's DiffusionGemma converter
+    writes it as model "gemma4") and GPT-2 byte-level ("Ġ" marks a space, every byte is a token).
+    The pieces tell them apart: a vocabulary with the 256 <0xXX> pieces is the first kind.
+    """
+    model = metadata.get(KEYS["TOKENIZER_MODEL"])
+    tokens = metadata.get(KEYS["TOKENIZER_TOKENS"])
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise FormatError(f"{source}: {KEYS['TOKENIZER_TOKENS']} is missing or not a list of strings")
+    if model not in ("gemma4", "gemma", "llama", "gpt2"):
+        raise FormatError(
+            f"{source}: tokenizer model {model!r} ({KEYS['TOKENIZER_MODEL']}) is not supported; "
+            "diffrt reads BPE vocabularies (gemma4, gemma, llama, gpt2)"
+        )
+    types = metadata.get(KEYS["TOKENIZER_TOKEN_TYPE"]) or [_NORMAL] * len(tokens)
+    if len(types) != len(tokens):
+        raise FormatError(f"{source}: {len(types)} token types for {len(tokens)} tokens")
+    merges = metadata.get(KEYS["TOKENIZER_MERGES"]) or []
+    if not all(isinstance(m, str) and " " in m for m in merges):
+        raise FormatError(f"{source}: {KEYS['TOKENIZER_MERGES']} must be 'left right' strings")
+    ids = {t: i for i, t in enumerate(tokens)}
+    byte_fallback = all(f"<0x{b:02X}>" in ids for b in range(256))
+
+    vocab, added = {}, []
+    for i, (t, ty) in enumerate(zip(tokens, types)):
+        if ty == _UNUSED or t in vocab:  # the converter's padding placeholders; a duplicate keeps its first id
+            continue
+        vocab[t] = i
+        if ty in (_CONTROL, _UNKNOWN, _USER_DEFINED):  # never split by BPE; the first two are special
+            added.append({"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": ty != _USER_DEFINED})
+    unk = metadata.get(KEYS["UNK_ID"])
+    unk_token = tokens[unk] if isinstance(unk, int) and 0 <= unk < len(tokens) else None
+    bpe = {"type": "BPE", "dropout": None, "unk_token": unk_token, "continuing_subword_prefix": None,
+           "end_of_word_suffix": None, "fuse_unk": byte_fallback, "byte_fallback": byte_fallback,
+           "ignore_merges": False, "vocab": vocab, "merges": [m.split(" ", 1) for m in merges]}
+    if byte_fallback:
+        normalizer = {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}
+        pre_tokenizer = None
+        decoder = {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"}]}
+    else:
+        normalizer = None
+        pre_tokenizer = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        decoder = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    return json.dumps({"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+                       "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": None,
+                       "decoder": decoder, "model": bpe}, ensure_ascii=False)
 
 # The named special tokens transformers passes to chat templates (SPECIAL_TOKENS_ATTRIBUTES).
 _SPECIAL_KEYS = {
@@ -23,14 +89,17 @@ class Tokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
         text = metadata.get(KEYS["TOKENIZER_HF_JSON"])
+        key = KEYS["TOKENIZER_HF_JSON"]
+        if text is None and KEYS["TOKENIZER_TOKENS"] in metadata:
+            text, key = tokenizer_json_from_ggml(metadata, source), "tokenizer.ggml.*"
         if not isinstance(text, str):
-            raise FormatError(f"{source}: no tokenizer stored (key {KEYS['TOKENIZER_HF_JSON']} is missing)")
+            raise FormatError(
+                f"{source}: no tokenizer stored (neither {KEYS['TOKENIZER_HF_JSON']} nor {KEYS['TOKENIZER_TOKENS']})"
+            )
         try:
             self._tok = HFTokenizer.from_str(text)
         except Exception as e:  # noqa: BLE001 (tokenizers raises a plain Exception on bad JSON)
-            raise FormatError(
-                f"{source}: key {KEYS['TOKENIZER_HF_JSON']} is not a valid tokenizer ({e})"
-            ) from None
+            raise FormatError(f"{source}: {key} is not a valid tokenizer ({e})") from None
         self.add_bos = bool(metadata.get(KEYS["ADD_BOS"], False))
         self.ids = {}
         for name, key in _SPECIAL_KEYS.items():
