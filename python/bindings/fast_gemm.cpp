@@ -25,6 +25,7 @@ ThreadPool& pool() {
 
 CpuPath path_of(const std::string& s) {
   if (s == "portable") return CpuPath::Portable;
+  if (s == "neon") return CpuPath::Neon;
   if (s == "avx2") return CpuPath::Avx2;
   if (s == "avx512") return CpuPath::Avx512;
   if (s == "amx") return CpuPath::Amx;

@@ -84,7 +84,7 @@ void check_gemms(ThreadPool& pool) {
   const GGMLType types[] = {GGMLType::F32, GGMLType::F16, GGMLType::BF16, GGMLType::Q8_0};
   const int64_t shapes[][2] = {{16, 32}, {80, 64}, {96, 160}, {256, 544}, {33, 6144}};  // (n, k)
   const int64_t Ms[] = {1, 3, 5, 7, 13, 32, 33, 64};
-  const CpuPath paths[] = {CpuPath::Portable, CpuPath::Avx2, CpuPath::Avx512, CpuPath::Amx};
+  const CpuPath paths[] = {CpuPath::Portable, CpuPath::Neon, CpuPath::Avx2, CpuPath::Avx512, CpuPath::Amx};
   for (GGMLType t : types)
     for (auto& s : shapes)
       for (bool kn : {false, true}) {
@@ -104,7 +104,7 @@ void check_gemms(ThreadPool& pool) {
           gemm_serial(x.data(), k, M, m, y.data(), n);
           for (const PackedMatrix& p : packs)
             for (CpuPath path : paths)
-              if (path <= best_cpu_path()) gemm_packed(pool, x.data(), k, M, p, y.data(), n, path);
+              if (runnable_cpu_path(path) == path) gemm_packed(pool, x.data(), k, M, p, y.data(), n, path);
         }
       }
 }

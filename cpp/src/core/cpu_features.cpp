@@ -1,15 +1,18 @@
-// CPU feature detection (cpuid/xgetbv) and the DIFFRT_CPU_PATH override.
+// CPU feature detection (cpuid/xgetbv on x86, hwcaps on ARM64) and the DIFFRT_CPU_PATH override.
 #include "core/cpu_features.h"
 
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(DIFFRT_X86)
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#define DIFFRT_X86 1
+#elif defined(DIFFRT_ARM64) && defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(DIFFRT_ARM64) && defined(__APPLE__)
+#include <sys/sysctl.h>
 #endif
 
 namespace diffrt {
@@ -27,6 +30,14 @@ bool request_amx_permission() {
   constexpr int ARCH_REQ_XCOMP_PERM = 0x1023;
   constexpr int XFEATURE_XTILEDATA = 18;
   return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+#endif
+
+#if defined(DIFFRT_ARM64) && defined(__APPLE__)
+bool sysctl_flag(const char* name) {
+  int v = 0;
+  size_t len = sizeof(v);
+  return sysctlbyname(name, &v, &len, nullptr, 0) == 0 && v != 0;
 }
 #endif
 
@@ -63,6 +74,19 @@ CpuFeatures detect() {
     f.amx_int8 = d & (1u << 25);
     f.amx_bf16 = d & (1u << 22);
   }
+#elif defined(DIFFRT_ARM64)
+  f.neon = true;  // ASIMD is part of every AArch64 CPU
+#if defined(__linux__)
+  // Bits from the kernel's uapi <asm/hwcap.h>, spelled out for older C libraries' headers.
+  const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  f.dotprod = hw & (1ul << 20);   // HWCAP_ASIMDDP
+  f.i8mm = hw2 & (1ul << 13);     // HWCAP2_I8MM
+  f.arm_bf16 = hw2 & (1ul << 14); // HWCAP2_BF16
+#elif defined(__APPLE__)
+  f.dotprod = sysctl_flag("hw.optional.arm.FEAT_DotProd");
+  f.i8mm = sysctl_flag("hw.optional.arm.FEAT_I8MM");
+  f.arm_bf16 = sysctl_flag("hw.optional.arm.FEAT_BF16");
+#endif
 #endif
   return f;
 }
@@ -72,10 +96,11 @@ CpuPath parse_override(CpuPath best) {
   if (!env || !*env) return best;
   CpuPath want = best;
   if (!std::strcmp(env, "portable")) want = CpuPath::Portable;
+  else if (!std::strcmp(env, "neon")) want = CpuPath::Neon;
   else if (!std::strcmp(env, "avx2")) want = CpuPath::Avx2;
   else if (!std::strcmp(env, "avx512")) want = CpuPath::Avx512;
   else if (!std::strcmp(env, "amx")) want = CpuPath::Amx;
-  return int(want) < int(best) ? want : best;
+  return runnable_cpu_path(want);
 }
 
 }  // namespace
@@ -91,6 +116,7 @@ std::string CpuFeatures::describe() const {
   add(avx512f, "avx512f"); add(avx512bw, "avx512bw"); add(avx512vl, "avx512vl");
   add(avx512dq, "avx512dq"); add(avx512bf16, "avx512bf16"); add(avx512vnni, "avx512vnni");
   add(amx_tile, "amx-tile"); add(amx_int8, "amx-int8"); add(amx_bf16, "amx-bf16");
+  add(neon, "neon"); add(dotprod, "dotprod"); add(i8mm, "i8mm"); add(arm_bf16, "bf16");
   return s;
 }
 
@@ -107,7 +133,16 @@ CpuPath best_cpu_path() {
   if (avx512 && f.amx_tile && f.amx_bf16 && f.avx512bf16 && f.avx512vnni) return CpuPath::Amx;
   if (avx512 && f.avx512bf16 && f.avx512vnni) return CpuPath::Avx512;
   if (avx2) return CpuPath::Avx2;
+  if (f.neon) return CpuPath::Neon;
   return CpuPath::Portable;
+}
+
+CpuPath runnable_cpu_path(CpuPath want) {
+  const CpuPath best = best_cpu_path();
+  if (want >= best) return best;
+  // Below the best, every path of this architecture runs; neon below an x86 best is not one of them.
+  if (want == CpuPath::Neon) return CpuPath::Portable;
+  return want;
 }
 
 CpuPath cpu_path() {
@@ -118,6 +153,7 @@ CpuPath cpu_path() {
 const char* cpu_path_name(CpuPath p) {
   switch (p) {
     case CpuPath::Portable: return "portable";
+    case CpuPath::Neon: return "neon";
     case CpuPath::Avx2: return "avx2";
     case CpuPath::Avx512: return "avx512";
     case CpuPath::Amx: return "amx";

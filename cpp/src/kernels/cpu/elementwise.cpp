@@ -11,9 +11,15 @@ namespace diffrt::kernels {
 namespace cpu {
 const RowOps& row_ops_portable() { return portable::kOps; }
 const RowOps& row_ops() {
+#if defined(DIFFRT_X86)
   static const RowOps& ops = cpu_path() >= CpuPath::Avx512 ? row_ops_avx512()
                              : cpu_path() == CpuPath::Avx2 ? row_ops_avx2()
                                                            : row_ops_portable();
+#else
+  // ARM64's baseline is NEON (ASIMD is in every AArch64 CPU), so this file is already the NEON
+  // build of the row loops, for the neon path and the portable one alike.
+  static const RowOps& ops = row_ops_portable();
+#endif
   return ops;
 }
 }  // namespace cpu

@@ -104,9 +104,13 @@ struct Path {
 
 Path panel_path() {
   switch (cpu_path()) {
+#if defined(DIFFRT_X86)
     case CpuPath::Amx:
     case CpuPath::Avx512: return {gemm_panel_avx512, 32, pack_f32_nk_avx512};
     case CpuPath::Avx2: return {gemm_panel_avx2, 16, pack_f32_nk_avx2};
+#elif defined(DIFFRT_ARM64)
+    case CpuPath::Neon: return {gemm_panel_neon, 16, pack_f32_nk_neon};
+#endif
     default: return {gemm_panel_portable, 16};
   }
 }

@@ -44,16 +44,25 @@ size_t scratch_bytes(int64_t M, int64_t k_pad) {
 
 const PackedKernels& kernels_for(CpuPath p) {
   static const PackedKernels portable = packed_kernels_portable();
+#if defined(DIFFRT_X86)
   static const PackedKernels avx2 = packed_kernels_avx2();
   static const PackedKernels avx512 = packed_kernels_avx512();
   static const PackedKernels amx = packed_kernels_amx();
+#elif defined(DIFFRT_ARM64)
+  static const PackedKernels neon = packed_kernels_neon();
+#endif
   switch (p) {
+#if defined(DIFFRT_X86)
     case CpuPath::Amx:
       return amx;
     case CpuPath::Avx512:
       return avx512;
     case CpuPath::Avx2:
       return avx2;
+#elif defined(DIFFRT_ARM64)
+    case CpuPath::Neon:
+      return neon;
+#endif
     default:
       return portable;
   }
@@ -64,7 +73,7 @@ const PackedKernels& kernels_for(CpuPath p) {
 
 CpuPath packed_gemm_path(PackedMatrix::Kind kind, CpuPath want) {
   const CpuFeatures& f = cpu_features();
-  CpuPath p = std::min(want, best_cpu_path());
+  CpuPath p = runnable_cpu_path(want);
   if (p == CpuPath::Amx && !(kind == PackedMatrix::Kind::BF16 ? f.amx_bf16 : f.amx_int8)) p = CpuPath::Avx512;
   if (p == CpuPath::Avx512 && !(kind == PackedMatrix::Kind::BF16 ? f.avx512bf16 : f.avx512vnni)) p = CpuPath::Avx2;
   return p;
