@@ -2,14 +2,15 @@
 step's shapes, so a step's time can be read as a fraction of what the machine's kernels reach.
 
   f32          the engine's f32 GEMM (weights decoded per panel from their stored type)
-  bf16-<path>  packed bf16 weights, bf16 activations, f32 accumulation (amx: tdpbf16ps, avx512: vdpbf16ps)
+  bf16-<path>  packed bf16 weights, bf16 activations, f32 accumulation (amx: tdpbf16ps, avx512: vdpbf16ps,
+               avx2: both widened to f32, FMA)
   int8-<path>  W8A8 packed int8, per-token dynamic activation scales, int32 accumulation
-               (amx: tdpbssd, avx512: vpdpbusd on u8-shifted activations)
+               (amx: tdpbssd, avx512: vpdpbusd on u8-shifted activations, avx2: vpmaddubsw on |a|·sign(w, a))
   w8a16-<path> int8 weights held as bf16 with a row scale, run by the bf16 kernels
 
 Each figure is 2·M·N·K over the median of `--reps` timed batches of calls (the activation
 conversion of every call included), on every core (the bindings' thread pools). Paths the CPU
-lacks are skipped (printed as "-"); avx2 (plain C++) only at the small shapes.
+lacks are skipped (printed as "-").
 
 Usage: python tools/bench_gemm.py [--shapes 256x512x512,...] [--reps 5] [--out FILE.json]
 """
@@ -81,8 +82,6 @@ def main():
             for path in paths:
                 if p.path(path) != path:
                     continue  # this CPU lacks it: it would run a lower path
-                if path == "avx2" and M * N * K > 256 * 2048 * 512:
-                    continue  # the plain C++ path: too slow to be worth timing at the big shapes
                 row[f"{kind}-{path}"] = timed(
                     lambda r, p=p, path=path, x=x: p.gemm(x, path, r), args.reps, flops
                 )[1]

@@ -99,7 +99,12 @@ using PackFn = void (*)(const uint8_t* base, size_t row_bytes, int64_t n0, int n
 struct Path {
   PanelFn fn;
   int nr;
-  PackFn pack_f32_nk = nullptr;  // F32 NK panels packed with in-register transposes (else pack_panel)
+  PackFn pack_f32_nk = nullptr;  // NK panels packed with in-register transposes (else pack_panel)
+  PackFn pack_bf16_nk = nullptr;
+  PackFn pack_f16_nk = nullptr;
+  PackFn packer(GGMLType t) const {
+    return t == GGMLType::F32 ? pack_f32_nk : t == GGMLType::BF16 ? pack_bf16_nk : t == GGMLType::F16 ? pack_f16_nk : nullptr;
+  }
 };
 
 Path panel_path() {
@@ -107,7 +112,7 @@ Path panel_path() {
 #if defined(DIFFRT_X86)
     case CpuPath::Amx:
     case CpuPath::Avx512: return {gemm_panel_avx512, 32, pack_f32_nk_avx512};
-    case CpuPath::Avx2: return {gemm_panel_avx2, 16, pack_f32_nk_avx2};
+    case CpuPath::Avx2: return {gemm_panel_avx2, 16, pack_f32_nk_avx2, pack_bf16_nk_avx2, pack_f16_nk_avx2};
 #elif defined(DIFFRT_ARM64)
     case CpuPath::Neon: return {gemm_panel_neon, 16, pack_f32_nk_neon};
 #endif
@@ -173,8 +178,8 @@ void run_panels(const Path& path, const float* x, int64_t ldx, int64_t m0, int64
     const int nvalid = int(std::min<int64_t>(path.nr, w.n - n0));
     for (int64_t k0 = 0; k0 < w.k; k0 += KC) {
       const int kc = int(std::min<int64_t>(KC, w.k - k0));
-      if (path.pack_f32_nk && !w.kn && w.type == GGMLType::F32)
-        path.pack_f32_nk(static_cast<const uint8_t*>(w.data), w.row_bytes, n0, nvalid, k0, kc, bp);
+      if (PackFn fast = w.kn ? nullptr : path.packer(w.type))
+        fast(static_cast<const uint8_t*>(w.data), w.row_bytes, n0, nvalid, k0, kc, bp);
       else
         pack_panel(w, n0, nvalid, k0, kc, path.nr, bp);
       // Two panels ahead, whole panels, while this one computes (the run's first panels on entry).

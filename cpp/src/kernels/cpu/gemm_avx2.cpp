@@ -1,6 +1,8 @@
 // AVX2/FMA f32 GEMM panel kernel: MR x 16 register tile (MR = 6: 12 accumulators).
 #include <immintrin.h>
 
+#include "core/dtype.h"
+#include "diffrt/gguf.h"
 #include "kernels/cpu/gemm_panel.h"
 
 namespace diffrt::kernels::cpu {
@@ -64,25 +66,67 @@ inline void transpose8(__m256 r[8]) {
 
 }  // namespace
 
-void pack_f32_nk_avx2(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
+namespace {
+
+// 8 consecutive elements of a stored row as f32 (exact for every type here).
+template <GGMLType T>
+inline __m256 load8(const uint8_t* row, int64_t e) {
+  if constexpr (T == GGMLType::F32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + e);
+  } else {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + e));
+    if constexpr (T == GGMLType::F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));  // bf16: the top half
+  }
+}
+
+// Elements [e0, e0 + count) of a stored row as f32 (count < 8: a panel's last K columns).
+void decode_row_tail(GGMLType t, const uint8_t* row, int64_t e0, int count, float* out) {
+  for (int i = 0; i < count; ++i) {
+    const int64_t e = e0 + i;
+    if (t == GGMLType::F32) {
+      out[i] = reinterpret_cast<const float*>(row)[e];
+    } else {
+      const uint16_t h = reinterpret_cast<const uint16_t*>(row)[e];
+      out[i] = t == GGMLType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+    }
+  }
+}
+
+template <GGMLType T>
+void pack_nk(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
   for (int j0 = 0; j0 < 16; j0 += 8) {
     int c0 = 0;
     for (; c0 + 8 <= kc; c0 += 8) {
       __m256 r[8];
       for (int i = 0; i < 8; ++i) {
         const int j = j0 + i;
-        r[i] = j < nvalid ? _mm256_loadu_ps(reinterpret_cast<const float*>(base + (n0 + j) * row_bytes) + k0 + c0)
-                          : _mm256_setzero_ps();
+        r[i] = j < nvalid ? load8<T>(base + (n0 + j) * row_bytes, k0 + c0) : _mm256_setzero_ps();
       }
       transpose8(r);  // r[c] = column c0 + c of the 8 rows
       for (int c = 0; c < 8; ++c) _mm256_store_ps(bp + (c0 + c) * 16 + j0, r[c]);
     }
-    for (; c0 < kc; ++c0)  // the last K columns of W (kc not a multiple of 8)
+    if (c0 < kc) {  // the last K columns of W (kc not a multiple of 8)
+      float tail[8];
       for (int i = 0; i < 8; ++i) {
         const int j = j0 + i;
-        bp[c0 * 16 + j] = j < nvalid ? reinterpret_cast<const float*>(base + (n0 + j) * row_bytes)[k0 + c0] : 0.f;
+        if (j < nvalid) decode_row_tail(T, base + (n0 + j) * row_bytes, k0 + c0, kc - c0, tail);
+        for (int c = c0; c < kc; ++c) bp[c * 16 + j] = j < nvalid ? tail[c - c0] : 0.f;
       }
+    }
   }
+}
+
+}  // namespace
+
+void pack_f32_nk_avx2(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
+  pack_nk<GGMLType::F32>(base, row_bytes, n0, nvalid, k0, kc, bp);
+}
+void pack_bf16_nk_avx2(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
+  pack_nk<GGMLType::BF16>(base, row_bytes, n0, nvalid, k0, kc, bp);
+}
+void pack_f16_nk_avx2(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
+  pack_nk<GGMLType::F16>(base, row_bytes, n0, nvalid, k0, kc, bp);
 }
 
 void gemm_panel_avx2(int64_t M, int kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,

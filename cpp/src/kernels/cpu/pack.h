@@ -60,7 +60,8 @@ PackedMatrix pack_w8a16(ThreadPool& pool, const Matrix& w);  // int8 values as b
 // grows when a call needs more, so a Session that reserves its largest (M, k) up front
 // (reserve_packed_gemm_scratch, process-wide, only ever raised) makes its steps allocate nothing.
 // `path` picks the kernels (clamped to what this CPU supports): amx -> AMX tiles, avx512 ->
-// vdpbf16ps / vpdpbusd, avx2 and portable -> plain C++ (compiled for AVX2 and for the baseline).
+// vdpbf16ps / vpdpbusd, avx2 -> FMA on widened bf16 and vpmaddubsw/vpmaddwd int8 (gemm_packed_avx2.cpp),
+// portable -> plain C++.
 // y must not alias x.
 void gemm_packed(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, const PackedMatrix& w, float* y, int64_t ldy,
                  CpuPath path = cpu_path());
