@@ -15,7 +15,10 @@ asserts on speed.
                           [--engines transformers:f32,diffrt:f32,diffrt:int8:q8_0,...]
 
 Engines: `transformers:<f32|bf16>` (model.to(dtype)); `diffrt:<compute type>[:<file type>]`, the
-checkpoint's f32 GGUF by default or its bf16 / q8_0 conversion (made once under --work). Each diffrt
+checkpoint's f32 GGUF by default or its bf16 / q8_0 conversion (made once under --work);
+`llamacpp:<file type>`, llama.cpp's DiffusionGemma PR build on the same weights (--llamacpp-bin,
+--llamacpp-dir: see docs/perf.md for how its files were made). A llama.cpp step includes its CLI's
+sampling (diffrt's and transformers' are decoder passes only) and it has no separate first step. Each diffrt
 row also gets its first-step logits' error and top-1 agreement against diffrt f32 (transformers rows
 against transformers f32), and its step's GEMM throughput (GEMM FLOPs of a step / step time) as a
 fraction of this CPU's GEMM peak for that type, measured by another process in the same run
@@ -28,6 +31,7 @@ tools/make_tiny_model.py (conditioned random weights) under --work (reused when 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -226,6 +230,9 @@ def run_one(args) -> None:
     prompt = rng.integers(9, V, size=(1, CONFIGS[args.config]["prompt"]), dtype=np.int64)
     canvas = rng.integers(0, V, size=(1, L), dtype=np.int64)
     kind, _, rest = args.one.partition(":")
+    if kind == "llamacpp":
+        print(json.dumps(run_llamacpp(args, rest)))
+        return
     if kind == "gemm-peak":
         print(json.dumps({"gemm_peak": gemm_peak(rest, int(L))}))
         return
@@ -243,9 +250,37 @@ def run_one(args) -> None:
     print(json.dumps({"prefill_s": prefill, **times, "logits": str(out)}))
 
 
+def run_llamacpp(args, ftype: str) -> dict:
+    """llama.cpp's DiffusionGemma PR build (`llama-diffusion-cli`, prompt KV cache on, entropy-bound
+    sampler with early stopping off, so exactly the asked steps run). Its log stamps every
+    'diffusion step: k/S' line, printed right after a step, so consecutive stamps are one step apart:
+    a decoder pass (self-conditioned on every step, the first included) and the CLI's own sampling."""
+    d = Path(args.llamacpp_dir)
+    n = args.warmup + args.steps + 1
+    cmd = [args.llamacpp_bin, "-m", str(d / f"{args.config}-{ftype}.gguf"), "-p", (d / "prompt.txt").read_text(),
+           "-t", str(args.threads), "-tb", str(args.threads), "-c", "1024", "-b", "1024", "-ub", "1024", "--seed", "0",
+           "--diffusion-eb-max-steps", str(n), "--diffusion-eb-confidence", "0"]
+    r = subprocess.run(cmd, check=False, capture_output=True)
+    log = (r.stdout + r.stderr).decode("utf-8", "replace").replace("\r", "\n")
+    if r.returncode != 0:
+        raise SystemExit(f"llama-diffusion-cli failed:\n{log[-3000:]}")
+    import re
+
+    def stamp(s):
+        m, sec, ms, us = s.split(".")
+        return int(m) * 60 + int(sec) + int(ms) / 1e3 + int(us) / 1e6
+
+    t = [stamp(m.group(1)) for m in re.finditer(r"(\d+\.\d+\.\d+\.\d+)\s+I\s+diffusion step: \d+/\d+", log)]
+    if len(t) != n:
+        raise SystemExit(f"llama-diffusion-cli logged {len(t)} steps, expected {n}")
+    steps = [b - a for a, b in itertools.pairwise(t)]
+    return {"step_s": steps[args.warmup:], "first_step_s": [], "prefill_s": float("nan")}
+
+
 def spawn(args, spec: str) -> dict:
     cmd = [sys.executable, __file__, "--one", spec, "--config", args.config, "--threads", str(args.threads),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--work", args.work]
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--work", args.work,
+           "--llamacpp-bin", args.llamacpp_bin or "", "--llamacpp-dir", args.llamacpp_dir or ""]
     load = os.getloadavg()[0]
     r = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if r.returncode != 0:
@@ -266,6 +301,9 @@ def main(argv=None) -> None:
                     help="diffrt:<compute type>[:<file type f32|bf16|q8_0>], transformers:<f32|bf16>")
     ap.add_argument("--work", default=os.environ.get("DIFFRT_BENCH_DIR", "/tmp/diffrt-bench"))
     ap.add_argument("--json", default=None, help="write the results here (default: print only)")
+    ap.add_argument("--llamacpp-bin", help="llama-diffusion-cli of llama.cpp's DiffusionGemma PR build (engine llamacpp:<file type>)")
+    ap.add_argument("--llamacpp-dir", help="its GGUFs (<config>-<file type>.gguf: the same weights, converted by the "
+                    "PR's converter) and prompt.txt (a prompt of the config's length in its tokenizer)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: run this engine only
     args = ap.parse_args(argv)
     if args.one:
@@ -294,7 +332,7 @@ def main(argv=None) -> None:
     L = json.loads((ckpt / "config.json").read_text())["canvas_length"]
     flops = step_gemm_flops(diffrt.load(str(work / f"{args.config}-f32.gguf")).config, int(L))
     ref = {"diffrt": "diffrt:f32", "transformers": "transformers:f32"}
-    logits = {e: np.load(runs[e][-1]["logits"]) for e in engines}
+    logits = {e: np.load(runs[e][-1]["logits"]) for e in engines if "logits" in runs[e][-1]}
     result = {"config": args.config, "model": CONFIGS[args.config]["model"], "threads": args.threads,
               "steps": args.steps, "rounds": args.rounds, "cpu": cpu_name(), "cpu_info": _core.cpu_info(),
               "step_gemm_flops": flops, "engines": {}}
@@ -305,7 +343,8 @@ def main(argv=None) -> None:
         per_proc = [float(np.median(x["step_s"])) for x in runs[e]]
         r = {"step_s_per_process": per_proc, "step_s": float(np.median(per_proc)),
              "step_s_min": float(min(min(x["step_s"]) for x in runs[e])),
-             "first_step_s": float(np.median([np.median(x["first_step_s"]) for x in runs[e]])),
+             "first_step_s": float(np.median([np.median(x["first_step_s"]) if x["first_step_s"] else np.nan
+                                              for x in runs[e]])),
              "prefill_s": float(np.median([x["prefill_s"] for x in runs[e]])),
              "load_avg": [x["load_avg"] for x in runs[e]]}
         kind, ct = e.split(":")[0], e.split(":")[1]
@@ -315,8 +354,8 @@ def main(argv=None) -> None:
             r["gemm_gflops"] = flops / r["step_s"] / 1e9
             r["gemm_peak_gflops"] = peaks[ct]
             line += f"   {r['gemm_gflops']:4.0f}/{peaks[ct]:4.0f} = {r['gemm_gflops'] / peaks[ct]:4.0%}"
-        base = ref[kind]
-        if e != base and base in logits:
+        base = ref.get(kind)
+        if e != base and base in logits and e in logits:
             b = logits[base]
             r["logits_rel_diff_vs_f32"] = float(np.linalg.norm(logits[e] - b) / np.linalg.norm(b))
             r["top1_agreement_vs_f32"] = float(np.mean(logits[e].argmax(-1) == b.argmax(-1)))
@@ -331,7 +370,7 @@ def main(argv=None) -> None:
     E = result["engines"]
     ratios = {}
     for a in [e for e in engines if e.startswith("diffrt:")]:
-        for b in [e for e in engines if e.startswith("transformers:")]:
+        for b in [e for e in engines if e.startswith(("transformers:", "llamacpp:"))]:
             ratios[f"{a} vs {b}"] = (E[b]["step_s"] / E[a]["step_s"], E[b]["step_s_min"] / E[a]["step_s_min"])
     fastest = lambda kind: min((e for e in engines if e.startswith(kind)), key=lambda e: E[e]["step_s"], default=None)
     fd, ft = fastest("diffrt:"), fastest("transformers:")
