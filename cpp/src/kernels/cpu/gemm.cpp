@@ -114,7 +114,7 @@ Path panel_path() {
     case CpuPath::Avx512: return {gemm_panel_avx512, 32, pack_f32_nk_avx512};
     case CpuPath::Avx2: return {gemm_panel_avx2, 16, pack_f32_nk_avx2, pack_bf16_nk_avx2, pack_f16_nk_avx2};
 #elif defined(DIFFRT_ARM64)
-    case CpuPath::Neon: return {gemm_panel_neon, 16, pack_f32_nk_neon};
+    case CpuPath::Neon: return {gemm_panel_neon, 16, pack_f32_nk_neon, pack_bf16_nk_neon, pack_f16_nk_neon};
 #endif
     default: return {gemm_panel_portable, 16};
   }

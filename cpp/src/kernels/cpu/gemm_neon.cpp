@@ -5,6 +5,8 @@
 // reloaded, with MR = 6 and broadcast loads it stored two accumulators every K step.)
 #include <arm_neon.h>
 
+#include "core/dtype.h"
+#include "diffrt/gguf.h"
 #include "kernels/cpu/gemm_panel.h"
 
 namespace diffrt::kernels::cpu {
@@ -76,21 +78,48 @@ inline void transpose4(float32x4_t r[4]) {
   r[3] = hi(t1, t3);
 }
 
-}  // namespace
+// 4 consecutive elements of a stored row as f32 (T: F32, BF16 or F16; the F16 conversion, FCVTL,
+// is in every AArch64 CPU), and the same for one element.
+template <GGMLType T>
+inline float32x4_t load4(const uint8_t* row, int64_t k) {
+  if constexpr (T == GGMLType::F32) return vld1q_f32(reinterpret_cast<const float*>(row) + k);
+  const uint16x4_t h = vld1_u16(reinterpret_cast<const uint16_t*>(row) + k);
+  if constexpr (T == GGMLType::BF16) return vreinterpretq_f32_u32(vshll_n_u16(h, 16));
+  return vcvt_f32_f16(vreinterpret_f16_u16(h));
+}
+template <GGMLType T>
+inline float load1(const uint8_t* row, int64_t k) {
+  if constexpr (T == GGMLType::F32) return reinterpret_cast<const float*>(row)[k];
+  const uint16_t h = reinterpret_cast<const uint16_t*>(row)[k];
+  return T == GGMLType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
 
-void pack_f32_nk_neon(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
-  auto row = [&](int j) { return reinterpret_cast<const float*>(base + (n0 + j) * row_bytes) + k0; };
+template <GGMLType T>
+void pack_nk(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
+  auto row = [&](int j) { return base + (n0 + j) * row_bytes; };
   for (int j0 = 0; j0 < 16; j0 += 4) {
     int c0 = 0;
     for (; c0 + 4 <= kc; c0 += 4) {
       float32x4_t r[4];
-      for (int i = 0; i < 4; ++i) r[i] = j0 + i < nvalid ? vld1q_f32(row(j0 + i) + c0) : vdupq_n_f32(0.f);
+      for (int i = 0; i < 4; ++i) r[i] = j0 + i < nvalid ? load4<T>(row(j0 + i), k0 + c0) : vdupq_n_f32(0.f);
       transpose4(r);  // r[c] = column c0 + c of the 4 rows
       for (int c = 0; c < 4; ++c) vst1q_f32(bp + (c0 + c) * 16 + j0, r[c]);
     }
     for (; c0 < kc; ++c0)  // the last K columns of W (kc not a multiple of 4)
-      for (int i = 0; i < 4; ++i) bp[c0 * 16 + j0 + i] = j0 + i < nvalid ? row(j0 + i)[c0] : 0.f;
+      for (int i = 0; i < 4; ++i) bp[c0 * 16 + j0 + i] = j0 + i < nvalid ? load1<T>(row(j0 + i), k0 + c0) : 0.f;
   }
+}
+
+}  // namespace
+
+void pack_f32_nk_neon(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
+  pack_nk<GGMLType::F32>(base, row_bytes, n0, nvalid, k0, kc, bp);
+}
+void pack_bf16_nk_neon(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
+  pack_nk<GGMLType::BF16>(base, row_bytes, n0, nvalid, k0, kc, bp);
+}
+void pack_f16_nk_neon(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
+  pack_nk<GGMLType::F16>(base, row_bytes, n0, nvalid, k0, kc, bp);
 }
 
 void gemm_panel_neon(int64_t M, int kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,

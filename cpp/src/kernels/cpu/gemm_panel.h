@@ -30,7 +30,9 @@ void pack_f32_nk_avx512(const uint8_t* base, size_t row_bytes, int64_t n0, int n
 void pack_f32_nk_avx2(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp);
 void pack_bf16_nk_avx2(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp);
 void pack_f16_nk_avx2(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp);
-// The same for a [kc x 16] panel with 4 x 4 transposes.
+// The same for a [kc x 16] panel with 4 x 4 transposes, from F32, BF16 or F16 rows.
 void pack_f32_nk_neon(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp);
+void pack_bf16_nk_neon(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp);
+void pack_f16_nk_neon(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp);
 
 }  // namespace diffrt::kernels::cpu
