@@ -15,7 +15,7 @@
 //                                    within 1e-2 / 2e-2 / 1.5e-2 (bf16 / int8 / w8a16) of plain f32
 // The stored formats and the bf16 rounding are decoded/emulated here independently of core/dtype.h.
 //
-// Usage: kernel_check   prints one line per failure and exits 1, or prints "kernel_check: ok".
+// Usage: kernel_check   prints the failures (the first 40) and exits 1, or prints "kernel_check: ok".
 #include <algorithm>
 #include <cmath>
 #include <cstdarg>

@@ -68,7 +68,7 @@ def cpu_paths() -> list[str]:
     from diffrt import _core
 
     best = _core._fast_gemm.best_path()
-    order = ["portable", "avx2", "avx512", "amx"]
+    order = ["portable", "neon"] if best == "neon" else ["portable", "avx2", "avx512", "amx"]  # ARM64 / x86
     return order[: order.index(best) + 1] if best in order else ["portable"]
 
 

@@ -8,8 +8,9 @@ Two checks per (kind, path, shape):
        bf16  <= 1e-2  (two roundings to 8 mantissa bits: ~2·2^-9/sqrt(3) ≈ 2.3e-3 per product, measured ~2.4e-3)
        w8a16 <= 1.5e-2 (int8 weights, |W| max ≈ 4σ: step/sqrt(12) ≈ 0.9% of σ, plus bf16 activations)
        int8  <= 2e-2  (W8A8: the weight error plus the same for activations, measured ~1.2e-2)
-A requested path the CPU lacks runs the next one down (amx -> avx512 -> avx2 -> portable); the test
-checks that the reported path is the best one available at or below the request.
+A requested path the CPU lacks runs the next one down (amx -> avx512 -> avx2 -> portable on x86; an
+x86 path asked for on ARM64 runs neon); the test checks that the reported path is the best one
+available at or below the request, in the order portable < neon < avx2 < avx512 < amx (cpu_features.h).
 """
 
 import ml_dtypes
@@ -18,8 +19,8 @@ import pytest
 from diffrt import _core
 
 fg = _core._fast_gemm
-PATHS = ["portable", "avx2", "avx512", "amx"]
-ORDER = {p: i for i, p in enumerate(PATHS)}
+ORDER = {p: i for i, p in enumerate(["portable", "neon", "avx2", "avx512", "amx"])}
+PATHS = ["portable", "neon"] if fg.best_path() == "neon" else ["portable", "avx2", "avx512", "amx"]  # ARM64 / x86
 # The last shape spans several K cache blocks (4096 bf16 / 8192 int8 values, kKBlockGroups).
 SHAPES = [(1, 96, 100), (7, 100, 704), (256, 704, 96), (33, 96, 2816), (5, 2816, 64), (40, 48, 9000)]
 F32_TOL = {"bf16": 1e-2, "w8a16": 1.5e-2, "int8": 2e-2}

@@ -222,11 +222,11 @@ def _paths():
     from diffrt import _core
 
     best = _core.cpu_info()["best_path"]
-    order = ["portable", "avx2", "avx512", "amx"]
+    order = ["portable", "neon"] if best == "neon" else ["portable", "avx2", "avx512", "amx"]  # ARM64 / x86
     return order[: order.index(best) + 1]
 
 
-@pytest.mark.parametrize("path", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("path", ["portable", "neon", "avx2", "avx512"])
 def test_kernels_on_path(path):
     if path not in _paths():
         pytest.skip(f"this CPU has no {path} path")
