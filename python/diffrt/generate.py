@@ -58,6 +58,36 @@ def _f32_decimal(x):
     return float(str(np.float32(x)))
 
 
+# End-of-generation markers of Gemma vocabularies (DiffusionGemma's generation config stops at
+# <eos>, <turn|> and <|tool_response>; Gemma 2/3 chat ends turns with <end_of_turn>).
+_EOG_TEXTS = ("<eos>", "<end_of_turn>", "<turn|>", "<|tool_response>")
+_CONTROL = 3  # gguf.TokenType.CONTROL
+
+
+def file_eos_ids(metadata: dict) -> list[int]:
+    """The ids that end a generation: the converter's list (diffrt.eos_token_ids, from the
+    checkpoint's generation config) or, in files made by other tools (llama.cpp's converter writes
+    no such list), tokenizer.ggml.eos_token_id and the control tokens named as Gemma's
+    end-of-generation markers (llama.cpp finds its end-of-generation tokens by the same names)."""
+    eos = metadata.get(KEYS["DIFFRT_EOS_IDS"])
+    if eos is not None:
+        return [int(i) for i in eos]
+    ids = []
+    e = metadata.get(KEYS["EOS_ID"])
+    if isinstance(e, int) and e >= 0:
+        ids.append(e)
+    tokens = metadata.get(KEYS["TOKENIZER_TOKENS"]) or []
+    types = metadata.get(KEYS["TOKENIZER_TOKEN_TYPE"]) or []
+    for text in _EOG_TEXTS:
+        try:
+            i = tokens.index(text)
+        except ValueError:
+            continue
+        if i not in ids and (i >= len(types) or types[i] == _CONTROL):
+            ids.append(i)
+    return ids
+
+
 def sampler_defaults(metadata: dict) -> dict:
     """The file's generation defaults, in generate()'s parameter names."""
     keys = {q.generate: q.key for q in TABLE if q.generate in SAMPLER_KWARGS}
@@ -69,9 +99,8 @@ def sampler_defaults(metadata: dict) -> dict:
         elif isinstance(_HF_DEFAULTS[name], float):
             v = _f32_decimal(v)
         out[name] = v
-    eos = metadata.get(KEYS["DIFFRT_EOS_IDS"])
-    out["eos_ids"] = [int(i) for i in eos] if eos is not None else []
-    pad = metadata.get(KEYS["DIFFRT_PAD_ID"])
+    out["eos_ids"] = file_eos_ids(metadata)
+    pad = metadata.get(KEYS["DIFFRT_PAD_ID"], metadata.get(KEYS["PAD_ID"]))
     out["pad_id"] = int(pad) if pad is not None and int(pad) >= 0 else None
     seed = metadata.get(KEYS["DIFFRT_SEED"])  # a Modelfile's PARAMETER seed; absent: fresh per call
     if seed is not None:

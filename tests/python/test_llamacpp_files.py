@@ -101,7 +101,12 @@ def test_config_as_diffrt_conversion(models, t):
     # The PR writes the diffusion.eb_* sampler keys but not the EOS list, pad id or max_new_tokens.
     sa, sb = dict(a["sampler"]), dict(b["sampler"])
     assert (sb["eos_ids"], sb["pad_id"], sb["max_new_tokens"]) == ([1, 6], 0, 32)
-    assert (sa["eos_ids"], sa["pad_id"]) == ([], -1)
+    # no diffrt.eos_token_ids / pad key: tokenizer.ggml.eos_token_id + <end_of_turn>, padding_token_id
+    assert (sa["eos_ids"], sa["pad_id"]) == ([1, 6], 0)
+    from diffrt.generate import sampler_defaults
+
+    py = sampler_defaults(models[("llama.cpp", t)].metadata)  # the same rule, from metadata alone
+    assert (py["eos_ids"], py["pad_id"]) == ([1, 6], 0)
     for k in ("eos_ids", "pad_id", "max_new_tokens"):
         sa.pop(k), sb.pop(k)
     assert sa == sb

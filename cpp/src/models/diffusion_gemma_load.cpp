@@ -1,4 +1,5 @@
 // DiffusionGemma loading: hyper-parameters from GGUF keys and the validated weight table.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -24,6 +25,31 @@ int get_int_or(const GGUFFile& f, const char* key, int def) {
   const GGUFValue* v = f.find(key);
   return v ? int(v->as_int(key)) : def;
 }
+
+// Files made by other tools (llama.cpp's converter) list no EOS ids of their own: the standard
+// tokenizer.ggml.eos_token_id and the control tokens named as Gemma's end-of-generation markers
+// (DiffusionGemma's generation config stops at <eos>, <turn|>, <|tool_response>; Gemma chat at
+// <end_of_turn>), which is how llama.cpp finds them. python/diffrt/generate.py (file_eos_ids)
+// applies the same rule to metadata alone.
+std::vector<int32_t> standard_eos_ids(const GGUFFile& f) {
+  std::vector<int32_t> ids;
+  const int64_t eos = get_int_or(f, N::KEY_EOS_ID, -1);
+  if (eos >= 0) ids.push_back(int32_t(eos));
+  const GGUFValue* tokens = f.find(N::KEY_TOKENIZER_TOKENS);
+  if (!tokens) return ids;
+  std::vector<int64_t> types;
+  if (const GGUFValue* t = f.find(N::KEY_TOKENIZER_TOKEN_TYPE)) types = t->as_int_array(N::KEY_TOKENIZER_TOKEN_TYPE);
+  constexpr int64_t kControl = 3;  // llama_token_type CONTROL
+  for (const char* text : {"<eos>", "<end_of_turn>", "<turn|>", "<|tool_response>"}) {
+    auto it = std::find(tokens->strs.begin(), tokens->strs.end(), std::string_view(text));
+    if (it == tokens->strs.end()) continue;
+    const auto i = int32_t(it - tokens->strs.begin());
+    if ((size_t(i) >= types.size() || types[size_t(i)] == kControl) && std::find(ids.begin(), ids.end(), i) == ids.end())
+      ids.push_back(i);
+  }
+  return ids;
+}
+
 float get_float_or(const GGUFFile& f, const char* key, float def) {
   const GGUFValue* v = f.find(key);
   return v ? float(v->as_float(key)) : def;
@@ -110,9 +136,12 @@ ModelConfig read_config(const GGUFFile& f) {
   s.stability_threshold = get_int_or(f, N::KEY_STABILITY_THRESHOLD, s.stability_threshold);
   s.confidence_threshold = get_float_or(f, N::KEY_CONFIDENCE_THRESHOLD, s.confidence_threshold);
   s.max_new_tokens = get_int_or(f, N::KEY_DIFFRT_MAX_NEW_TOKENS, s.max_new_tokens);
-  s.pad_id = get_int_or(f, N::KEY_DIFFRT_PAD_ID, s.pad_id);
-  if (const GGUFValue* v = f.find(N::KEY_DIFFRT_EOS_IDS))
+  s.pad_id = get_int_or(f, N::KEY_DIFFRT_PAD_ID, get_int_or(f, N::KEY_PAD_ID, s.pad_id));
+  if (const GGUFValue* v = f.find(N::KEY_DIFFRT_EOS_IDS)) {
     for (int64_t e : v->as_int_array(N::KEY_DIFFRT_EOS_IDS)) s.eos_ids.push_back(int32_t(e));
+  } else {
+    s.eos_ids = standard_eos_ids(f);
+  }
   return c;
 }
 

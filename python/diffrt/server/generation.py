@@ -207,7 +207,9 @@ class TextStream:
 
 
 def eos_ids(md: dict) -> set:
-    ids = set(md.get(KEYS["DIFFRT_EOS_IDS"]) or [])
+    from ..generate import file_eos_ids
+
+    ids = set(file_eos_ids(md))
     if isinstance(md.get(KEYS["EOS_ID"]), int):
         ids.add(md[KEYS["EOS_ID"]])
     return ids
