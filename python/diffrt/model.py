@@ -198,7 +198,7 @@ def load(path, device: str = "cpu", threads: int | None = None, compute_type: st
 
     compute_type: "auto" | "f32" | "bf16" | "int8" (also "int8-w8a8" / "int8-w8a16", to measure the
     int8 policy), resolved once when the engine loads and reported as `model.compute_type`. "auto":
-    int8 for Q8_0 files, bf16 for BF16 files on CPUs with AVX512-BF16 or AMX, else f32."""
+    int8 for Q8_0 files, bf16 for BF16 files on the x86 kernel paths (AVX2, AVX-512, AMX), else f32."""
     if device == "cuda":
         _require_cuda()
     elif device != "cpu":

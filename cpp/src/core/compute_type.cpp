@@ -40,10 +40,11 @@ ComputeType parse_compute_type(const std::string& name, Device d) {
 ComputeType resolve_compute_type(ComputeType requested, GGMLType stored, Device d) {
   if (requested != ComputeType::Auto) return requested;
   if (stored == GGMLType::Q8_0) return ComputeType::Int8;
-  // The CPU's bf16 GEMMs run at bf16 speed only with AVX512-BF16 or AMX on the kernel path in use
-  // (DIFFRT_CPU_PATH below avx512 counts as none); elsewhere they are emulated and slower than f32.
-  const bool bf16_native = d == Device::Cuda || cpu_path() >= CpuPath::Avx512;
-  return stored == GGMLType::BF16 && bf16_native ? ComputeType::Bf16 : ComputeType::F32;
+  // A BF16 file runs in bf16 where the CPU's bf16 GEMMs beat its f32 ones: AVX512-BF16 / AMX, and
+  // AVX2 (weights widened in registers: half the bytes of f32 and no per-call panel packing;
+  // measured 1.13x the f32 step, docs/perf.md). The portable and (unmeasured) NEON paths stay f32.
+  const bool bf16_fast = d == Device::Cuda || cpu_path() >= CpuPath::Avx2;
+  return stored == GGMLType::BF16 && bf16_fast ? ComputeType::Bf16 : ComputeType::F32;
 }
 
 }  // namespace diffrt
