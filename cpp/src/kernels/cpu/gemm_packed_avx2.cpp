@@ -19,6 +19,7 @@
 
 #include "core/dtype.h"
 #include "kernels/cpu/gemm_packed_kernels.h"
+#include "kernels/cpu/gemm_packed_loops.h"
 
 namespace diffrt::kernels::cpu {
 namespace {
@@ -130,43 +131,19 @@ void widen_rows(const uint16_t* a, int64_t lda, int rows, int64_t g0, int64_t g1
 void bf16_block(const PackedMatrix& w, const uint16_t* a, int64_t lda, int64_t M, int64_t nb0, int64_t nb1, float* y,
                 int64_t ldy) {
   alignas(32) thread_local float af[kMR * kBf16KBlock];
-  const int64_t groups = w.k_pad / 2;
-  for (int64_t g0 = 0; g0 < groups; g0 += kKBlockGroups) {
-    const int64_t g1 = std::min(groups, g0 + kKBlockGroups);
-    for (int64_t m = 0; m < M; m += kMR) {
-      const int rows = int(std::min<int64_t>(kMR, M - m));
-      widen_rows(a + m * lda, lda, rows, g0, g1, af);
-      float* ym = y + m * ldy;
-      for (int64_t nb = nb0; nb < nb1; ++nb) {
-        switch (rows) {
-          case 4: bf16_tile<4>(w, af, nb, g0, g1, ym, ldy); break;
-          case 3: bf16_tile<3>(w, af, nb, g0, g1, ym, ldy); break;
-          case 2: bf16_tile<2>(w, af, nb, g0, g1, ym, ldy); break;
-          default: bf16_tile<1>(w, af, nb, g0, g1, ym, ldy); break;
-        }
-      }
-    }
-  }
+  for_tiles_rows_outer<kMR>(
+      M, w.k_pad / 2, nb0, nb1,
+      [&](int64_t m, int rows, int64_t g0, int64_t g1) { widen_rows(a + m * lda, lda, rows, g0, g1, af); },
+      [&](auto R, int64_t m, int64_t nb, int64_t g0, int64_t g1) {
+        bf16_tile<decltype(R)::value>(w, af, nb, g0, g1, y + m * ldy, ldy);
+      });
 }
 
 void int8_block(const PackedMatrix& w, const int8_t* a, int64_t lda, int64_t M, const float* s, int64_t nb0,
                 int64_t nb1, float* y, int64_t ldy) {
-  const int64_t groups = w.k_pad / 4;
-  for (int64_t nb = nb0; nb < nb1; ++nb) {
-    for (int64_t g0 = 0; g0 < groups; g0 += kKBlockGroups) {
-      const int64_t g1 = std::min(groups, g0 + kKBlockGroups);
-      for (int64_t m = 0; m < M; m += kMR) {
-        const int8_t* am = a + m * lda;
-        float* ym = y + m * ldy;
-        switch (std::min<int64_t>(kMR, M - m)) {
-          case 4: int8_tile<4>(w, am, lda, s + m, nb, g0, g1, ym, ldy); break;
-          case 3: int8_tile<3>(w, am, lda, s + m, nb, g0, g1, ym, ldy); break;
-          case 2: int8_tile<2>(w, am, lda, s + m, nb, g0, g1, ym, ldy); break;
-          default: int8_tile<1>(w, am, lda, s + m, nb, g0, g1, ym, ldy); break;
-        }
-      }
-    }
-  }
+  for_tiles<kMR>(M, w.k_pad / 4, nb0, nb1, [&](auto R, int64_t m, int64_t nb, int64_t g0, int64_t g1) {
+    int8_tile<decltype(R)::value>(w, a + m * lda, lda, s + m, nb, g0, g1, y + m * ldy, ldy);
+  });
 }
 
 // Round to nearest even, as f32_to_bf16 (core/dtype.h): NaN stays a (quiet) NaN.

@@ -7,6 +7,7 @@
 // activations.
 #include <algorithm>
 
+#include "kernels/cpu/gemm_packed_loops.h"
 #include "kernels/cpu/gemm_packed_neon.h"
 
 namespace diffrt::kernels::cpu {
@@ -50,21 +51,9 @@ void tile(const PackedMatrix& w, const int8_t* a, int64_t lda, const float* a_sc
 
 void int8_block_neon_dotprod(const PackedMatrix& w, const int8_t* a, int64_t lda, int64_t M, const float* s,
                              int64_t nb0, int64_t nb1, float* y, int64_t ldy) {
-  const int64_t groups = w.k_pad / 4;
-  for (int64_t nb = nb0; nb < nb1; ++nb)
-    for (int64_t g0 = 0; g0 < groups; g0 += kKBlockGroups) {
-      const int64_t g1 = std::min(groups, g0 + kKBlockGroups);
-      for (int64_t m = 0; m < M; m += kMR) {
-        const int8_t* am = a + m * lda;
-        float* ym = y + m * ldy;
-        switch (std::min<int64_t>(kMR, M - m)) {
-          case 4: tile<4>(w, am, lda, s + m, nb, g0, g1, ym, ldy); break;
-          case 3: tile<3>(w, am, lda, s + m, nb, g0, g1, ym, ldy); break;
-          case 2: tile<2>(w, am, lda, s + m, nb, g0, g1, ym, ldy); break;
-          default: tile<1>(w, am, lda, s + m, nb, g0, g1, ym, ldy); break;
-        }
-      }
-    }
+  for_tiles<kMR>(M, w.k_pad / 4, nb0, nb1, [&](auto R, int64_t m, int64_t nb, int64_t g0, int64_t g1) {
+    tile<decltype(R)::value>(w, a + m * lda, lda, s + m, nb, g0, g1, y + m * ldy, ldy);
+  });
 }
 
 }  // namespace diffrt::kernels::cpu

@@ -8,6 +8,7 @@
 // outputs (8 K values each). Tile: 2 row pairs x 8 output pairs = 16 accumulators.
 #include <algorithm>
 
+#include "kernels/cpu/gemm_packed_loops.h"
 #include "kernels/cpu/gemm_packed_neon.h"
 
 namespace diffrt::kernels::cpu {
@@ -62,18 +63,11 @@ void tile(const PackedMatrix& w, const int8_t* a, int64_t lda, int rows, const f
 
 void int8_block_neon_i8mm(const PackedMatrix& w, const int8_t* a, int64_t lda, int64_t M, const float* s,
                           int64_t nb0, int64_t nb1, float* y, int64_t ldy) {
-  const int64_t groups = w.k_pad / 4;
-  for (int64_t nb = nb0; nb < nb1; ++nb)
-    for (int64_t g0 = 0; g0 < groups; g0 += kKBlockGroups) {
-      const int64_t g1 = std::min(groups, g0 + kKBlockGroups);
-      for (int64_t m = 0; m < M; m += 4) {
-        const int rows = int(std::min<int64_t>(4, M - m));
-        if (rows > 2)
-          tile<2>(w, a + m * lda, lda, rows, s + m, nb, g0, g1, y + m * ldy, ldy);
-        else
-          tile<1>(w, a + m * lda, lda, rows, s + m, nb, g0, g1, y + m * ldy, ldy);
-      }
-    }
+  // Row tiles of up to 4 rows run as 1 or 2 row pairs.
+  for_tiles<4>(M, w.k_pad / 4, nb0, nb1, [&](auto R, int64_t m, int64_t nb, int64_t g0, int64_t g1) {
+    constexpr int rows = decltype(R)::value;
+    tile<(rows + 1) / 2>(w, a + m * lda, lda, rows, s + m, nb, g0, g1, y + m * ldy, ldy);
+  });
 }
 
 }  // namespace diffrt::kernels::cpu
