@@ -9,7 +9,7 @@ import sys
 from .errors import DiffrtError
 
 # Order = order in --help.
-COMMANDS = ["run", "create", "show", "list", "cp", "rm", "serve", "convert"]
+COMMANDS = ["run", "pull", "create", "show", "list", "cp", "rm", "serve", "convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,7 +44,12 @@ def add_parser(sub):
 
 
 def resolve_model(name: str) -> str:
-    """MODEL argument -> .gguf path (the model store's resolver; a plain path without it)."""
+    """MODEL argument -> .gguf path (the model store's resolver; a plain path without it). An
+    hf.co/ORG/REPO[:QUANT] name not yet in the store is pulled first (diffrt/hub.py)."""
+    from .. import hub
+
+    if hub.is_hub_ref(name):
+        return hub.resolve(name, progress=True)
     try:
         from ..store import resolve_model as store_resolve
     except ImportError:

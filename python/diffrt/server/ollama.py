@@ -1,10 +1,11 @@
 """Ollama's HTTP API: /api/generate, /api/chat (NDJSON streaming or one JSON), /api/tags, /api/show,
-/api/ps, /api/create, /api/copy, /api/delete. Errors are {"error": message} with 400/404/503."""
+/api/ps, /api/create, /api/pull, /api/copy, /api/delete. Errors are {"error": message} with 400/404/503."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 import time
 
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +20,7 @@ from .app import error_message, job_events, job_result, json_body, now_iso
 from .registry import RequestError, parse_keep_alive
 
 NDJSON = "application/x-ndjson"
+log = logging.getLogger("diffrt.server")
 
 
 def _reject_unsupported(body):
@@ -231,6 +233,24 @@ def routes(state):
         lines = [{"status": f"writing model {store.canonical(name)}"}, {"status": "success"}]
         return StreamingResponse((json.dumps(x) + "\n" for x in lines), media_type=NDJSON)
 
+    async def pull(request):
+        """hf.co/ORG/REPO[:QUANT] into the store (diffrt/hub.py); the answer comes once it is there."""
+        from .. import hub
+
+        body = await json_body(request)
+        name = body.get("model") or body.get("name")
+        if not isinstance(name, str) or not hub.is_hub_ref(name):
+            raise RequestError("'model' must be a Hugging Face name: hf.co/ORG/REPO[:QUANT]")
+        try:
+            hub.parse_ref(name)
+            stored = await run_in_threadpool(hub.pull, name, False, log.info)
+        except hub.PullError as e:
+            raise RequestError(str(e), e.status) from None
+        if body.get("stream", True) is False:
+            return JSONResponse({"status": "success", "model": stored})
+        lines = [{"status": f"pulled {name} as {stored}"}, {"status": "success"}]
+        return StreamingResponse((json.dumps(x) + "\n" for x in lines), media_type=NDJSON)
+
     async def copy(request):
         body = await json_body(request)
         src, dst = body.get("source"), body.get("destination")
@@ -257,6 +277,7 @@ def routes(state):
         Route("/api/show", show, methods=["POST"]),
         Route("/api/ps", ps, methods=["GET"]),
         Route("/api/create", create, methods=["POST"]),
+        Route("/api/pull", pull, methods=["POST"]),
         Route("/api/copy", copy, methods=["POST"]),
         Route("/api/delete", delete, methods=["DELETE"]),
     ]

@@ -112,6 +112,16 @@ class Registry:
         """A store name → its ModelRef; 400 for a malformed name, 404 for an unknown one."""
         if not isinstance(name, str) or not name:
             raise RequestError("missing 'model': give a model name (see /api/tags)")
+        from .. import hub
+
+        if hub.is_hub_ref(name):  # hf.co/ORG/REPO[:QUANT]: the store name `diffrt pull` gives it
+            try:
+                pulled = hub.store_name(name)
+            except ValueError as e:
+                raise RequestError(str(e)) from None
+            if not store.path_for(pulled).is_file():
+                raise RequestError(f"model '{name}' not found: `diffrt pull {name}` downloads it", 404)
+            name = pulled
         try:
             path = store.path_for(name)
             canon = store.canonical(name)
