@@ -73,10 +73,11 @@ void engine_methods(nb::class_<PyBatchEngine<Tag>>& cls) {
          nb::arg("eos_ids") = nb::none(), nb::arg("pad_id") = nb::none(), nb::arg("seed") = 0,
          nb::arg("want_steps") = false,
          "Queue a request; returns its id. Raises ValueError for bad parameters or a prompt that does not fit.")
-      .def("cancel", [](E& e, int64_t id) { e.engine->cancel(id); }, nb::arg("id"))
-      .def("step", [](E& e, int max_ticks) { return engine_step(*e.engine, max_ticks); },
-           nb::arg("max_ticks") = 1 << 30,
-           "Run ticks (GIL released) until one yields events or the engine is idle; returns those events.")
+      .def(
+          "cancel", [](E& e, int64_t id) { e.engine->cancel(id); }, nb::arg("id"))
+      .def(
+          "step", [](E& e, int max_ticks) { return engine_step(*e.engine, max_ticks); }, nb::arg("max_ticks") = 1 << 30,
+          "Run ticks (GIL released) until one yields events or the engine is idle; returns those events.")
       .def_prop_ro("slots", [](const E& e) { return e.engine->slots(); })
       .def_prop_ro("active", [](const E& e) { return e.engine->active(); })
       .def_prop_ro("queued", [](const E& e) { return e.engine->queued(); })

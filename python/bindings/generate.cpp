@@ -27,8 +27,8 @@ nb::dict run_generate(const PyModel& pm, const std::vector<std::vector<int32_t>>
                       std::optional<int> stability_threshold, std::optional<double> confidence_threshold,
                       std::optional<std::vector<int32_t>> eos_ids, std::optional<int32_t> pad_id, uint64_t seed,
                       std::optional<I32Array> tape_init, std::optional<I32Array> tape_samples,
-                      std::optional<I32Array> tape_renoise, std::optional<bool> self_cond_bf16,
-                      nb::object on_step, nb::object on_canvas) {
+                      std::optional<I32Array> tape_renoise, std::optional<bool> self_cond_bf16, nb::object on_step,
+                      nb::object on_canvas) {
   const std::shared_ptr<diffrt::Model>& model = pm.model;
   if (!model) throw diffrt::InvalidArgument("generate: no model");
   const diffrt::ModelConfig& cfg = model->config();
@@ -60,9 +60,9 @@ void register_generate(nb::module_& m) {
   m.def("generate", &run_generate, nb::arg("model"), nb::arg("prompts"), nb::arg("max_new_tokens") = nb::none(),
         nb::arg("steps") = nb::none(), nb::arg("t_min") = nb::none(), nb::arg("t_max") = nb::none(),
         nb::arg("entropy_bound") = nb::none(), nb::arg("stability_threshold") = nb::none(),
-        nb::arg("confidence_threshold") = nb::none(), nb::arg("eos_ids") = nb::none(),
-        nb::arg("pad_id") = nb::none(), nb::arg("seed") = 0, nb::arg("tape_init") = nb::none(),
-        nb::arg("tape_samples") = nb::none(), nb::arg("tape_renoise") = nb::none(),
-        nb::arg("self_cond_bf16") = nb::none(), nb::arg("on_step") = nb::none(), nb::arg("on_canvas") = nb::none(),
+        nb::arg("confidence_threshold") = nb::none(), nb::arg("eos_ids") = nb::none(), nb::arg("pad_id") = nb::none(),
+        nb::arg("seed") = 0, nb::arg("tape_init") = nb::none(), nb::arg("tape_samples") = nb::none(),
+        nb::arg("tape_renoise") = nb::none(), nb::arg("self_cond_bf16") = nb::none(), nb::arg("on_step") = nb::none(),
+        nb::arg("on_canvas") = nb::none(),
         "Run the block-diffusion generation loop (spec §10.2) for a batch of prompts; returns a dict.");
 }

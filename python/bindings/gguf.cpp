@@ -61,9 +61,14 @@ nb::object scalar_obj(GGUFType t, const uint8_t* p) {
 
 size_t elem_size(GGUFType t) {
   switch (t) {
-    case GGUFType::UINT8: case GGUFType::INT8: case GGUFType::BOOL: return 1;
-    case GGUFType::UINT16: case GGUFType::INT16: return 2;
-    case GGUFType::UINT32: case GGUFType::INT32: case GGUFType::FLOAT32: return 4;
+    case GGUFType::UINT8:
+    case GGUFType::INT8:
+    case GGUFType::BOOL: return 1;
+    case GGUFType::UINT16:
+    case GGUFType::INT16: return 2;
+    case GGUFType::UINT32:
+    case GGUFType::INT32:
+    case GGUFType::FLOAT32: return 4;
     default: return 8;
   }
 }
@@ -90,12 +95,9 @@ nb::object tensor_view(nb::handle owner, const diffrt::TensorInfo& t) {
     case GGMLType::F32: dt = nb::dtype<float>(); break;
     case GGMLType::F16: dt = {uint8_t(nb::dlpack::dtype_code::Float), 16, 1}; break;
     case GGMLType::BF16: dt = nb::dtype<uint16_t>(); break;  // numpy has no bfloat16
-    default:
-      dt = nb::dtype<uint8_t>();
-      shape.back() = diffrt::ggml_row_bytes(t.type, t.ne[0]);
+    default: dt = nb::dtype<uint8_t>(); shape.back() = diffrt::ggml_row_bytes(t.type, t.ne[0]);
   }
-  nb::ndarray<nb::numpy, nb::ro> arr(const_cast<void*>(t.data), shape.size(), shape.data(), owner,
-                                     nullptr, dt);
+  nb::ndarray<nb::numpy, nb::ro> arr(const_cast<void*>(t.data), shape.size(), shape.data(), owner, nullptr, dt);
   return arr.cast();
 }
 
@@ -104,46 +106,49 @@ nb::object tensor_view(nb::handle owner, const diffrt::TensorInfo& t) {
 void register_gguf(nb::module_& m) {
   nb::class_<PyGGUFFile>(m, "GGUFFile",
                          "A GGUF file mapped read-only; tensor data are zero-copy views that keep it alive.")
-      .def("__init__",
-           [](PyGGUFFile* self, const std::filesystem::path& path) {
-             auto f = open_released(path);
-             new (self) PyGGUFFile{std::move(f)};
-           },
-           nb::arg("path"))
-      .def_static("open",
-                  [](const std::filesystem::path& path) { return PyGGUFFile{open_released(path)}; },
-                  nb::arg("path"))
+      .def(
+          "__init__",
+          [](PyGGUFFile* self, const std::filesystem::path& path) {
+            auto f = open_released(path);
+            new (self) PyGGUFFile{std::move(f)};
+          },
+          nb::arg("path"))
+      .def_static(
+          "open", [](const std::filesystem::path& path) { return PyGGUFFile{open_released(path)}; }, nb::arg("path"))
       .def_prop_ro("path", [](const PyGGUFFile& s) { return s.f->path(); })
       .def_prop_ro("version", [](const PyGGUFFile& s) { return s.f->version(); })
       .def_prop_ro("alignment", [](const PyGGUFFile& s) { return s.f->alignment(); })
       .def_prop_ro("file_size", [](const PyGGUFFile& s) { return s.f->file_size(); })
-      .def("metadata",
-           [](const PyGGUFFile& s) {
-             nb::dict d;
-             for (const auto& kv : s.f->metadata()) d[str_obj(kv.first)] = value_obj(kv.second);
-             return d;
-           },
-           "All metadata as a dict key -> int/float/bool/str/list, in file order.")
-      .def("tensor_infos",
-           [](const PyGGUFFile& s) {
-             nb::list out;
-             for (const auto& t : s.f->tensors()) {
-               nb::list shape;
-               for (auto it = t.ne.rbegin(); it != t.ne.rend(); ++it) shape.append(*it);
-               out.append(nb::make_tuple(str_obj(t.name), diffrt::ggml_type_name(t.type), nb::tuple(shape),
-                                         t.nbytes, t.file_offset));
-             }
-             return out;
-           },
-           "List of (name, type_name, shape in numpy order, nbytes, absolute file offset).")
-      .def("tensor_data",
-           [](nb::handle self, const std::string& name) {
-             const PyGGUFFile& s = nb::cast<const PyGGUFFile&>(self);
-             return tensor_view(self, s.f->tensor(name));
-           },
-           nb::arg("name"),
-           "Read-only numpy view of a tensor's bytes: float32, float16, uint16 (bfloat16 bits) or "
-           "uint8 raw blocks (last axis = bytes per row) for quantised types.");
+      .def(
+          "metadata",
+          [](const PyGGUFFile& s) {
+            nb::dict d;
+            for (const auto& kv : s.f->metadata()) d[str_obj(kv.first)] = value_obj(kv.second);
+            return d;
+          },
+          "All metadata as a dict key -> int/float/bool/str/list, in file order.")
+      .def(
+          "tensor_infos",
+          [](const PyGGUFFile& s) {
+            nb::list out;
+            for (const auto& t : s.f->tensors()) {
+              nb::list shape;
+              for (auto it = t.ne.rbegin(); it != t.ne.rend(); ++it) shape.append(*it);
+              out.append(nb::make_tuple(str_obj(t.name), diffrt::ggml_type_name(t.type), nb::tuple(shape), t.nbytes,
+                                        t.file_offset));
+            }
+            return out;
+          },
+          "List of (name, type_name, shape in numpy order, nbytes, absolute file offset).")
+      .def(
+          "tensor_data",
+          [](nb::handle self, const std::string& name) {
+            const PyGGUFFile& s = nb::cast<const PyGGUFFile&>(self);
+            return tensor_view(self, s.f->tensor(name));
+          },
+          nb::arg("name"),
+          "Read-only numpy view of a tensor's bytes: float32, float16, uint16 (bfloat16 bits) or "
+          "uint8 raw blocks (last axis = bytes per row) for quantised types.");
   m.def("ggml_type_supported", &diffrt::ggml_type_supported, nb::arg("type_id"),
         "True for the ggml types diffrt computes with (F32, F16, BF16, Q8_0).");
 }

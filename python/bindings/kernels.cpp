@@ -54,30 +54,36 @@ void register_kernels(nb::module_& parent) {
   });
 
   // y = x · Wᵀ (kn=False, w raw rows [n][row_bytes]) or x · B (kn=True, w raw rows [k][row_bytes]).
-  m.def("gemm", [](F32 x, U8 w, const std::string& type, int64_t n, int64_t k, bool kn, bool serial) {
-    need(x.ndim() == 2 && int64_t(x.shape(1)) == k, "x must be [M, k]");
-    const kernels::Matrix mat = diffrt_py::raw_matrix(w.data(), w.shape(1), type, n, k, kn);
-    need(int64_t(w.shape(0)) == (kn ? k : n), "w rows");
-    need(mat.row_bytes >= ggml_row_bytes(mat.type, kn ? n : k), "w row bytes");
-    const int64_t M = x.shape(0);
-    auto y = out_array({size_t(M), size_t(n)});
-    nb::gil_scoped_release nogil;
-    if (serial)
-      kernels::gemm_serial(x.data(), k, M, mat, y.data(), n);
-    else
-      kernels::gemm(pool(), x.data(), k, M, mat, y.data(), n);
-    return y;
-  }, nb::arg("x"), nb::arg("w"), nb::arg("type"), nb::arg("n"), nb::arg("k"), nb::arg("kn") = false,
-     nb::arg("serial") = false);
+  m.def(
+      "gemm",
+      [](F32 x, U8 w, const std::string& type, int64_t n, int64_t k, bool kn, bool serial) {
+        need(x.ndim() == 2 && int64_t(x.shape(1)) == k, "x must be [M, k]");
+        const kernels::Matrix mat = diffrt_py::raw_matrix(w.data(), w.shape(1), type, n, k, kn);
+        need(int64_t(w.shape(0)) == (kn ? k : n), "w rows");
+        need(mat.row_bytes >= ggml_row_bytes(mat.type, kn ? n : k), "w row bytes");
+        const int64_t M = x.shape(0);
+        auto y = out_array({size_t(M), size_t(n)});
+        nb::gil_scoped_release nogil;
+        if (serial)
+          kernels::gemm_serial(x.data(), k, M, mat, y.data(), n);
+        else
+          kernels::gemm(pool(), x.data(), k, M, mat, y.data(), n);
+        return y;
+      },
+      nb::arg("x"), nb::arg("w"), nb::arg("type"), nb::arg("n"), nb::arg("k"), nb::arg("kn") = false,
+      nb::arg("serial") = false);
 
-  m.def("rms_norm", [](F32 x, std::optional<F32> w, float eps) {
-    need(x.ndim() == 2, "x must be 2-D");
-    const int64_t rows = x.shape(0), n = x.shape(1);
-    if (w) need(int64_t(w->size()) == n, "w size");
-    auto y = out_array({size_t(rows), size_t(n)});
-    kernels::rms_norm(pool(), x.data(), n, rows, int(n), w ? w->data() : nullptr, eps, y.data(), n);
-    return y;
-  }, nb::arg("x"), nb::arg("w").none(), nb::arg("eps"));
+  m.def(
+      "rms_norm",
+      [](F32 x, std::optional<F32> w, float eps) {
+        need(x.ndim() == 2, "x must be 2-D");
+        const int64_t rows = x.shape(0), n = x.shape(1);
+        if (w) need(int64_t(w->size()) == n, "w size");
+        auto y = out_array({size_t(rows), size_t(n)});
+        kernels::rms_norm(pool(), x.data(), n, rows, int(n), w ? w->data() : nullptr, eps, y.data(), n);
+        return y;
+      },
+      nb::arg("x"), nb::arg("w").none(), nb::arg("eps"));
 
   m.def("gelu_tanh_mul", [](F32 g, F32 u) {
     need(g.ndim() == 2 && u.ndim() == 2 && g.shape(0) == u.shape(0) && g.shape(1) == u.shape(1), "shapes");

@@ -38,27 +38,38 @@ diffrt::CpuSession& cpu(PySession& s) { return static_cast<diffrt::CpuSession&>(
 void register_kernels(nb::module_& m);
 
 void register_model(nb::module_& m) {
-  m.def("cpu_info", [] {
-    nb::dict d;
-    d["features"] = diffrt::cpu_features().describe();
-    d["best_path"] = diffrt::cpu_path_name(diffrt::best_cpu_path());
-    d["path"] = diffrt::cpu_path_name(diffrt::cpu_path());
-    return d;
-  }, "CPU features found at run time, the best kernel path and the one in use (DIFFRT_CPU_PATH).");
-  m.def("compute_types", [](const std::string& device) {
-    diffrt::Device d = device == "cuda" ? diffrt::Device::Cuda : diffrt::Device::Cpu;
-    if (device != "cpu" && device != "cuda") throw diffrt::InvalidArgument("device must be 'cpu' or 'cuda', got '" + device + "'");
-    std::vector<std::string> names;
-    for (diffrt::ComputeType t : diffrt::supported_compute_types(d)) names.push_back(diffrt::compute_type_name(t));
-    return names;
-  }, nb::arg("device") = "cpu", "The compute types a device takes, \"auto\" first (diffrt/compute_type.h).");
-  m.def("architectures", [] {
-    std::vector<std::string> names;
-    for (const diffrt::Architecture& a : diffrt::architectures()) names.push_back(a.name);
-    return names;
-  }, "The general.architecture values this build runs (models/architectures.h).");
-  m.def("_debug_alloc_count", [] { return diffrt::alloc_count(); },
-        "Number of global operator new calls in this process so far.");
+  m.def(
+      "cpu_info",
+      [] {
+        nb::dict d;
+        d["features"] = diffrt::cpu_features().describe();
+        d["best_path"] = diffrt::cpu_path_name(diffrt::best_cpu_path());
+        d["path"] = diffrt::cpu_path_name(diffrt::cpu_path());
+        return d;
+      },
+      "CPU features found at run time, the best kernel path and the one in use (DIFFRT_CPU_PATH).");
+  m.def(
+      "compute_types",
+      [](const std::string& device) {
+        diffrt::Device d = device == "cuda" ? diffrt::Device::Cuda : diffrt::Device::Cpu;
+        if (device != "cpu" && device != "cuda")
+          throw diffrt::InvalidArgument("device must be 'cpu' or 'cuda', got '" + device + "'");
+        std::vector<std::string> names;
+        for (diffrt::ComputeType t : diffrt::supported_compute_types(d)) names.push_back(diffrt::compute_type_name(t));
+        return names;
+      },
+      nb::arg("device") = "cpu", "The compute types a device takes, \"auto\" first (diffrt/compute_type.h).");
+  m.def(
+      "architectures",
+      [] {
+        std::vector<std::string> names;
+        for (const diffrt::Architecture& a : diffrt::architectures()) names.push_back(a.name);
+        return names;
+      },
+      "The general.architecture values this build runs (models/architectures.h).");
+  m.def(
+      "_debug_alloc_count", [] { return diffrt::alloc_count(); },
+      "Number of global operator new calls in this process so far.");
 
   nb::class_<PyModel>(m, "Model")
       .def_static(
@@ -93,7 +104,8 @@ void register_model(nb::module_& m) {
           nb::arg("model"), nb::arg("batch"), nb::arg("max_context"))
       .def_prop_ro("batch", [](const PySession& s) { return s.session->batch(); })
       .def_prop_ro("max_context", [](const PySession& s) { return s.session->max_context(); })
-      .def("n_cached", [](const PySession& s, int row) { return s.session->n_cached(row); }, nb::arg("row") = 0)
+      .def(
+          "n_cached", [](const PySession& s, int row) { return s.session->n_cached(row); }, nb::arg("row") = 0)
       .def("reset", [](PySession& s) { s.session->reset(); })
       .def("reset_row", [](PySession& s, int row) { s.session->reset_row(row); })
       .def(
@@ -114,8 +126,8 @@ void register_model(nb::module_& m) {
             const auto& c = s.model->config();
             const size_t B = size_t(s.session->batch()), L = size_t(c.canvas_length), V = size_t(c.n_vocab);
             if (canvas.shape(0) != B || canvas.shape(1) != L)
-              throw diffrt::InvalidArgument("denoise: canvas must be [" + std::to_string(B) + ", " +
-                                            std::to_string(L) + "]");
+              throw diffrt::InvalidArgument("denoise: canvas must be [" + std::to_string(B) + ", " + std::to_string(L) +
+                                            "]");
             if (self_cond && (self_cond->shape(0) != B || self_cond->shape(1) != L || self_cond->shape(2) != V))
               throw diffrt::InvalidArgument("denoise: self_cond_logits must be [" + std::to_string(B) + ", " +
                                             std::to_string(L) + ", " + std::to_string(V) + "]");

@@ -129,7 +129,7 @@ double f16_value(uint16_t h) {
 // The bf16 nearest to f, ties to the even mantissa (torch / ml_dtypes rounding), as a double.
 double bf16_round(float f) {
   if (std::isnan(f)) return double(f);
-  const float lo = from_bits(bits(f) & 0xffff0000u);              // towards zero
+  const float lo = from_bits(bits(f) & 0xffff0000u);               // towards zero
   const float hi = from_bits((bits(f) & 0xffff0000u) + 0x10000u);  // away from zero
   const double dlo = std::fabs(double(f) - lo), dhi = std::fabs(double(hi) - f);
   if (dlo != dhi) return dlo < dhi ? lo : hi;
@@ -216,8 +216,8 @@ void check_gemm(ThreadPool& pool) {
         else
           gemm(pool, x.data(), K, M, view(st, t, N, K, false), y.data(), N);
         const double r = rel_max(y, ref);
-        expect(r < kTol, "gemm %s M=%lld N=%lld K=%lld serial=%d: rel %.3g", type_name(t), (long long)M,
-               (long long)N, (long long)K, int(serial), r);
+        expect(r < kTol, "gemm %s M=%lld N=%lld K=%lld serial=%d: rel %.3g", type_name(t), (long long)M, (long long)N,
+               (long long)K, int(serial), r);
       }
     }
     // K not a multiple of the 16-wide loads (not representable in Q8_0's blocks of 32)
@@ -346,8 +346,8 @@ void check_attention(ThreadPool& pool) {
     bool causal;
     int window;
   };
-  for (const Case& c : {Case{16, 4, 2, 16, 23, false, 0}, Case{7, 4, 1, 32, 12, true, 0}, Case{70, 2, 2, 8, 77, true, 8},
-                        Case{3, 3, 3, 24, 3, true, 1}}) {
+  for (const Case& c : {Case{16, 4, 2, 16, 23, false, 0}, Case{7, 4, 1, 32, 12, true, 0},
+                        Case{70, 2, 2, 8, 77, true, 8}, Case{3, 3, 3, 24, 3, true, 1}}) {
     std::vector<float> q = normal(size_t(c.S * c.nh * c.hd)), k = normal(size_t(c.kv * c.nk * c.hd)),
                        v = normal(size_t(c.kv * c.nk * c.hd));
     const int key_pos0 = 5, q_pos0 = 5 + c.nk - c.S;  // the new tokens are the last S keys
@@ -409,7 +409,8 @@ void check_router(ThreadPool& pool) {
     double mx = -INFINITY, sum = 0;
     for (int e = 0; e < E; ++e) {
       double d = 0;
-      for (int i = 0; i < H; ++i) d += zn[size_t(t * H + i)] * scale[size_t(i)] * std::pow(double(H), -0.5) * proj[size_t(e * H + i)];
+      for (int i = 0; i < H; ++i)
+        d += zn[size_t(t * H + i)] * scale[size_t(i)] * std::pow(double(H), -0.5) * proj[size_t(e * H + i)];
       p[size_t(e)] = d;
       mx = std::max(mx, d);
     }
@@ -514,8 +515,8 @@ std::vector<double> emulate(Kind kind, const std::vector<float>& x, const std::v
   if (kind == Kind::Bf16) return matmul_nt(bf16_all(x), bf16_all(w), M, N, K);
   std::vector<double> qw, sw, qx, sx;
   quant_rows(w, N, K, qw, sw);
-  std::vector<double> y = kind == Kind::W8A16 ? matmul_nt(bf16_all(x), qw, M, N, K) : (quant_rows(x, M, K, qx, sx),
-                                                                                       matmul_nt(qx, qw, M, N, K));
+  std::vector<double> y = kind == Kind::W8A16 ? matmul_nt(bf16_all(x), qw, M, N, K)
+                                              : (quant_rows(x, M, K, qx, sx), matmul_nt(qx, qw, M, N, K));
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) y[size_t(m * N + n)] *= (kind == Kind::Int8 ? sx[size_t(m)] : 1.0) * sw[size_t(n)];
   return y;
@@ -538,7 +539,8 @@ std::vector<CpuPath> runnable_paths() {
 
 // test_every_path_matches_numpy (+ the path rule: a request runs the best path at or below it)
 void check_packed_every_path(ThreadPool& pool) {
-  const int64_t shapes[][3] = {{1, 96, 100}, {7, 100, 704}, {256, 704, 96}, {33, 96, 2816}, {5, 2816, 64}, {40, 48, 9000}};
+  const int64_t shapes[][3] = {{1, 96, 100},   {7, 100, 704}, {256, 704, 96},
+                               {33, 96, 2816}, {5, 2816, 64}, {40, 48, 9000}};
   for (auto& s : shapes) {
     const int64_t M = s[0], N = s[1], K = s[2];
     std::vector<float> x = normal(size_t(M * K)), w = normal(size_t(N * K));

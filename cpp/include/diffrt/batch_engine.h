@@ -32,7 +32,7 @@ namespace diffrt {
 
 struct BatchRequest {
   std::vector<int32_t> prompt;
-  SamplerParams params;  // params.seed is the request's seed
+  SamplerParams params;     // params.seed is the request's seed
   bool want_steps = false;  // emit a Step event (the draft) after every step
 };
 
@@ -40,12 +40,12 @@ struct BatchEvent {
   enum Kind { Step = 0, Canvas = 1, Done = 2 };
   Kind kind;
   int64_t id;
-  int canvas;              // request-local canvas index
-  int step;                // Step: executed step within the canvas; Canvas: steps it took
+  int canvas;  // request-local canvas index
+  int step;    // Step: executed step within the canvas; Canvas: steps it took
   int L;
-  const int32_t* tokens;   // Step: draft (argmax) [L]; Canvas: committed tokens after EOS -> pad
-  bool done;               // Canvas: the request finishes with it; Done: always
-  bool cancelled;          // Done: ended by cancel()
+  const int32_t* tokens;  // Step: draft (argmax) [L]; Canvas: committed tokens after EOS -> pad
+  bool done;              // Canvas: the request finishes with it; Done: always
+  bool cancelled;         // Done: ended by cancel()
 };
 
 class BatchEngine {
@@ -72,8 +72,7 @@ class BatchEngine {
   void admit(int r, BatchRequest&& req, int64_t id);
   void start_canvas(int r);
   void finish(int r, bool cancelled);
-  static std::unique_ptr<Session> make_session(const std::shared_ptr<const Model>& model, int slots,
-                                               int max_context);
+  static std::unique_ptr<Session> make_session(const std::shared_ptr<const Model>& model, int slots, int max_context);
 
   std::shared_ptr<const Model> model_;
   std::unique_ptr<Session> S_;

@@ -28,33 +28,33 @@
 namespace diffrt {
 
 struct StepEvent {
-  int canvas;              // canvas index (0-based)
-  int step;                // executed step within the canvas (0-based)
-  int cur_step;            // remaining-steps counter N..1 as in transformers
+  int canvas;    // canvas index (0-based)
+  int step;      // executed step within the canvas (0-based)
+  int cur_step;  // remaining-steps counter N..1 as in transformers
   float temperature;
   int batch, L;
-  const int32_t* argmax;   // [B, L] argmax canvas of this step (the draft)
-  const uint8_t* accepted; // [B, L] 1 where the sampled token was accepted this step
-  const uint8_t* finished; // [B] row has stopped denoising this canvas
+  const int32_t* argmax;      // [B, L] argmax canvas of this step (the draft)
+  const uint8_t* accepted;    // [B, L] 1 where the sampled token was accepted this step
+  const uint8_t* finished;    // [B] row has stopped denoising this canvas
   const float* mean_entropy;  // [B]
 };
 
 struct CanvasEvent {
   int canvas;
   int batch, L;
-  const int32_t* tokens;   // [B, L] committed tokens after the EOS -> pad rewrite
-  const uint8_t* done;     // [B] row has finished (EOS seen in this or an earlier canvas)
-  int steps;               // denoising steps executed for this canvas
+  const int32_t* tokens;  // [B, L] committed tokens after the EOS -> pad rewrite
+  const uint8_t* done;    // [B] row has finished (EOS seen in this or an earlier canvas)
+  int steps;              // denoising steps executed for this canvas
 };
 
-using StepCallback = std::function<bool(const StepEvent&)>;   // return false to cancel
+using StepCallback = std::function<bool(const StepEvent&)>;  // return false to cancel
 using CanvasCallback = std::function<bool(const CanvasEvent&)>;
 
 struct GenerateOptions {
   // dtype the self-conditioning logits are rounded to (transformers casts them to the embedding
   // dtype): true for a bf16 model. Resolved from the file by default_self_cond_bf16().
   bool self_cond_bf16 = false;
-  Tape tape;                       // inactive by default: the seeded generator is used
+  Tape tape;  // inactive by default: the seeded generator is used
   StepCallback on_step;
   CanvasCallback on_canvas;
 };
@@ -73,13 +73,11 @@ bool default_self_cond_bf16(const Model& model);
 
 // Runs the loop on `session` (reset first; it must have batch == prompts.size() and room for
 // max(P) + n_canvas * L positions).
-GenerateResult generate(Session& session, const Model& model,
-                        const std::vector<std::vector<int32_t>>& prompts, const SamplerParams& params,
-                        const GenerateOptions& opt = {});
+GenerateResult generate(Session& session, const Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                        const SamplerParams& params, const GenerateOptions& opt = {});
 
 // Convenience: creates a Session sized for this call.
-GenerateResult generate(std::shared_ptr<const Model> model,
-                        const std::vector<std::vector<int32_t>>& prompts, const SamplerParams& params,
-                        const GenerateOptions& opt = {});
+GenerateResult generate(std::shared_ptr<const Model> model, const std::vector<std::vector<int32_t>>& prompts,
+                        const SamplerParams& params, const GenerateOptions& opt = {});
 
 }  // namespace diffrt

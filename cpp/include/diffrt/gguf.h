@@ -25,24 +25,35 @@ size_t ggml_row_bytes(GGMLType t, int64_t n);
 
 // GGUF metadata value types (spec numbering).
 enum class GGUFType : uint32_t {
-  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
-  STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12
 };
 
 struct GGUFValue {
   GGUFType type = GGUFType::UINT8;
   GGUFType elem_type = GGUFType::UINT8;  // for ARRAY
-  uint64_t count = 1;                     // array length (1 for scalars)
-  const uint8_t* data = nullptr;          // scalars / arrays of fixed-size elements: raw LE bytes
-  std::string_view str;                   // STRING
-  std::vector<std::string_view> strs;     // ARRAY of STRING
+  uint64_t count = 1;                    // array length (1 for scalars)
+  const uint8_t* data = nullptr;         // scalars / arrays of fixed-size elements: raw LE bytes
+  std::string_view str;                  // STRING
+  std::vector<std::string_view> strs;    // ARRAY of STRING
 
   // Typed accessors; throw FormatError (naming `key`) on a type mismatch.
-  int64_t as_int(const std::string& key) const;          // any integer type or bool
-  double as_float(const std::string& key) const;         // float32/64 or integer
+  int64_t as_int(const std::string& key) const;   // any integer type or bool
+  double as_float(const std::string& key) const;  // float32/64 or integer
   bool as_bool(const std::string& key) const;
   std::string as_string(const std::string& key) const;
-  std::vector<int64_t> as_int_array(const std::string& key) const;   // integer/bool arrays
+  std::vector<int64_t> as_int_array(const std::string& key) const;  // integer/bool arrays
   std::vector<double> as_float_array(const std::string& key) const;
 };
 
@@ -70,12 +81,12 @@ class GGUFFile {
 
   // Metadata in file order.
   const std::vector<std::pair<std::string, GGUFValue>>& metadata() const { return kv_; }
-  const GGUFValue* find(std::string_view key) const;         // nullptr if absent
-  const GGUFValue& get(const std::string& key) const;        // FormatError "missing key" if absent
+  const GGUFValue* find(std::string_view key) const;   // nullptr if absent
+  const GGUFValue& get(const std::string& key) const;  // FormatError "missing key" if absent
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find_tensor(std::string_view name) const;
-  const TensorInfo& tensor(const std::string& name) const;   // FormatError "missing tensor"
+  const TensorInfo& tensor(const std::string& name) const;  // FormatError "missing tensor"
 
  private:
   GGUFFile() = default;

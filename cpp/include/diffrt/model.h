@@ -20,18 +20,18 @@ struct SamplerDefaults {
   int max_steps = 48;
   float t_min = 0.4f, t_max = 0.8f;
   float entropy_bound = 0.1f;
-  int stability_threshold = 1;           // < 0: no adaptive stopping
-  float confidence_threshold = 0.005f;   // <= 0: no adaptive stopping
+  int stability_threshold = 1;          // < 0: no adaptive stopping
+  float confidence_threshold = 0.005f;  // <= 0: no adaptive stopping
   int max_new_tokens = 256;
-  std::vector<int32_t> eos_ids;          // from the generation config; may be empty
-  int32_t pad_id = -1;                   // -1: no pad rewriting
+  std::vector<int32_t> eos_ids;  // from the generation config; may be empty
+  int32_t pad_id = -1;           // -1: no pad rewriting
 };
 
 struct ModelConfig {
   int n_layer = 0, n_embd = 0, n_ff = 0, n_head = 0, n_vocab = 0;
   int n_expert = 0, n_expert_used = 0, n_ff_exp = 0;
-  int canvas_length = 0;                 // L
-  int sliding_window = 0;                // W as in config.json
+  int canvas_length = 0;   // L
+  int sliding_window = 0;  // W as in config.json
   int context_length = 0;
   float rms_eps = 1e-6f;
   float final_logit_softcapping = 30.0f;
@@ -40,12 +40,12 @@ struct ModelConfig {
   float rope_base = 1e6f, rope_base_swa = 1e4f;
   float rope_partial = 0.25f, rope_partial_swa = 1.0f;
   std::string rope_type = "proportional", rope_type_swa = "default";
-  std::string bidirectional = "none";    // encoder: "none" | "vision" | "all"
+  std::string bidirectional = "none";  // encoder: "none" | "vision" | "all"
   SamplerDefaults sampler;
 };
 
 struct LoadOptions {
-  int threads = 0;                       // 0: all cores
+  int threads = 0;                               // 0: all cores
   ComputeType compute_type = ComputeType::Auto;  // diffrt/compute_type.h
 };
 

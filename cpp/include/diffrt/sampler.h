@@ -26,14 +26,14 @@ struct SamplerParams {
   int steps = 48;                   // N = max denoising steps per canvas
   double t_min = 0.4, t_max = 0.8;  // doubles: t_max - t_min is formed in double, as Python does
   double entropy_bound = 0.1;
-  int stability_threshold = 1;      // < 0: no adaptive stopping
+  int stability_threshold = 1;          // < 0: no adaptive stopping
   double confidence_threshold = 0.005;  // <= 0: no adaptive stopping
-  std::vector<int32_t> eos_ids;     // empty: no EOS handling
-  int32_t pad_id = -1;              // < 0: no pad rewriting
+  std::vector<int32_t> eos_ids;         // empty: no EOS handling
+  int32_t pad_id = -1;                  // < 0: no pad rewriting
   uint64_t seed = 0;
 
-  static constexpr int kMaxSteps = 4095;               // the RNG address has 12 bits for the step
-  static constexpr double kMaxTemperature = 1e6;       // far past one-hot-uniform; fp32-safe
+  static constexpr int kMaxSteps = 4095;                // the RNG address has 12 bits for the step
+  static constexpr double kMaxTemperature = 1e6;        // far past one-hot-uniform; fp32-safe
   static constexpr double kMinTemperatureSpan = 1e-30;  // t_max - t_min, as fp32 (a normal float)
 
   static SamplerParams from(const SamplerDefaults& d);
@@ -47,7 +47,7 @@ struct SamplerParams {
 
 // Recorded draws; nullptr arrays mean "no tape" (use the generator).
 struct Tape {
-  const int32_t* init = nullptr;     // [n_init, B, L]
+  const int32_t* init = nullptr;  // [n_init, B, L]
   int64_t n_init = 0;
   const int32_t* samples = nullptr;  // [n_steps, B, L]
   const int32_t* renoise = nullptr;  // [n_steps, B, L]
@@ -62,13 +62,11 @@ enum class DrawPurpose : uint32_t { Init = 0, Sample = 1, Renoise = 2 };
 void philox4x32(const uint32_t ctr[4], uint64_t key, uint32_t out[4]);
 
 // Uniform int in [0, n) for one (canvas, step, purpose, row, position) address (n >= 1).
-int32_t rng_randint(uint64_t seed, int canvas, int step, DrawPurpose purpose, int row, int pos,
-                    int32_t n);
+int32_t rng_randint(uint64_t seed, int canvas, int step, DrawPurpose purpose, int row, int pos, int32_t n);
 
 // Multinomial draw from softmax(logits[0..V)) by exponential race: argmax_i p_i / E_i with
 // E_i ~ Exp(1) drawn from the (canvas, step, Sample, row, pos) stream, element i.
-int32_t rng_multinomial(uint64_t seed, int canvas, int step, int row, int pos, const float* logits,
-                        int V);
+int32_t rng_multinomial(uint64_t seed, int canvas, int step, int row, int pos, const float* logits, int V);
 
 // ---- per-step primitives -------------------------------------------------------------------------
 // T = fp32(t_min) + fp32(t_max - t_min) * (fp32(cur_step) / fp32(N)), all fp32 as in transformers
@@ -83,7 +81,10 @@ struct TokenStats {
 
 // One vocabulary row: pl[i] = raw[i] / T (fp32 division, written to pl), argmax, entropy and,
 // when `sample_stream` is non-null, a multinomial draw addressed by it. pl may alias raw.
-struct SampleStream { uint64_t seed; int canvas, step, row, pos; };
+struct SampleStream {
+  uint64_t seed;
+  int canvas, step, row, pos;
+};
 TokenStats token_stats(const float* raw, float T, float* pl, int V, const SampleStream* sample_stream);
 
 // Entropy-bound acceptance over one canvas row: sort H ascending, accept position order[k] iff

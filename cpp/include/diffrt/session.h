@@ -24,8 +24,8 @@ namespace diffrt {
 
 // One row's part of a denoising step. Its draws are addressed by (seed, canvas, step, key, position).
 struct RowStep {
-  bool active = false;       // false: the row is left as it is
-  bool self_cond = false;    // condition on the row's previous processed logits (not at a canvas's first step)
+  bool active = false;     // false: the row is left as it is
+  bool self_cond = false;  // condition on the row's previous processed logits (not at a canvas's first step)
   float temperature = 1.0f;
   double entropy_bound = 0.1;
   uint64_t seed = 0;
@@ -70,7 +70,7 @@ class Session {
   // self_cond_bf16: the processed logits kept for self-conditioning are rounded to bf16.
   virtual StepView step(const RowStep* rows, bool self_cond_bf16) = 0;
 
-  virtual void reset() = 0;                 // all rows
+  virtual void reset() = 0;  // all rows
   virtual void reset_row(int row) = 0;
 };
 

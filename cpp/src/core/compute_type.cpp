@@ -33,8 +33,8 @@ ComputeType parse_compute_type(const std::string& name, Device d) {
     if (name == compute_type_name(t)) return t;
     known += std::string(known.empty() ? "" : ", ") + compute_type_name(t);
   }
-  throw ConfigError(std::string("compute_type '") + name + "' is not one of " + known + " (device '" +
-                    device_name(d) + "')");
+  throw ConfigError(std::string("compute_type '") + name + "' is not one of " + known + " (device '" + device_name(d) +
+                    "')");
 }
 
 ComputeType resolve_compute_type(ComputeType requested, GGMLType stored, Device d) {

@@ -79,9 +79,9 @@ CpuFeatures detect() {
 #if defined(__linux__)
   // Bits from the kernel's uapi <asm/hwcap.h>, spelled out for older C libraries' headers.
   const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
-  f.dotprod = hw & (1ul << 20);   // HWCAP_ASIMDDP
-  f.i8mm = hw2 & (1ul << 13);     // HWCAP2_I8MM
-  f.arm_bf16 = hw2 & (1ul << 14); // HWCAP2_BF16
+  f.dotprod = hw & (1ul << 20);    // HWCAP_ASIMDDP
+  f.i8mm = hw2 & (1ul << 13);      // HWCAP2_I8MM
+  f.arm_bf16 = hw2 & (1ul << 14);  // HWCAP2_BF16
 #elif defined(__APPLE__)
   f.dotprod = sysctl_flag("hw.optional.arm.FEAT_DotProd");
   f.i8mm = sysctl_flag("hw.optional.arm.FEAT_I8MM");
@@ -95,11 +95,16 @@ CpuPath parse_override(CpuPath best) {
   const char* env = std::getenv("DIFFRT_CPU_PATH");
   if (!env || !*env) return best;
   CpuPath want = best;
-  if (!std::strcmp(env, "portable")) want = CpuPath::Portable;
-  else if (!std::strcmp(env, "neon")) want = CpuPath::Neon;
-  else if (!std::strcmp(env, "avx2")) want = CpuPath::Avx2;
-  else if (!std::strcmp(env, "avx512")) want = CpuPath::Avx512;
-  else if (!std::strcmp(env, "amx")) want = CpuPath::Amx;
+  if (!std::strcmp(env, "portable"))
+    want = CpuPath::Portable;
+  else if (!std::strcmp(env, "neon"))
+    want = CpuPath::Neon;
+  else if (!std::strcmp(env, "avx2"))
+    want = CpuPath::Avx2;
+  else if (!std::strcmp(env, "avx512"))
+    want = CpuPath::Avx512;
+  else if (!std::strcmp(env, "amx"))
+    want = CpuPath::Amx;
   return runnable_cpu_path(want);
 }
 
@@ -112,11 +117,22 @@ std::string CpuFeatures::describe() const {
     if (!s.empty()) s += ' ';
     s += name;
   };
-  add(avx2, "avx2"); add(fma, "fma"); add(f16c, "f16c");
-  add(avx512f, "avx512f"); add(avx512bw, "avx512bw"); add(avx512vl, "avx512vl");
-  add(avx512dq, "avx512dq"); add(avx512bf16, "avx512bf16"); add(avx512vnni, "avx512vnni");
-  add(amx_tile, "amx-tile"); add(amx_int8, "amx-int8"); add(amx_bf16, "amx-bf16");
-  add(neon, "neon"); add(dotprod, "dotprod"); add(i8mm, "i8mm"); add(arm_bf16, "bf16");
+  add(avx2, "avx2");
+  add(fma, "fma");
+  add(f16c, "f16c");
+  add(avx512f, "avx512f");
+  add(avx512bw, "avx512bw");
+  add(avx512vl, "avx512vl");
+  add(avx512dq, "avx512dq");
+  add(avx512bf16, "avx512bf16");
+  add(avx512vnni, "avx512vnni");
+  add(amx_tile, "amx-tile");
+  add(amx_int8, "amx-int8");
+  add(amx_bf16, "amx-bf16");
+  add(neon, "neon");
+  add(dotprod, "dotprod");
+  add(i8mm, "i8mm");
+  add(arm_bf16, "bf16");
   return s;
 }
 

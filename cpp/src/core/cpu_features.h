@@ -25,14 +25,14 @@ struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512bf16 = false, avx512vnni = false;
-  bool amx_tile = false, amx_int8 = false, amx_bf16 = false;  // CPU has it AND the OS enabled it
+  bool amx_tile = false, amx_int8 = false, amx_bf16 = false;           // CPU has it AND the OS enabled it
   bool neon = false, dotprod = false, i8mm = false, arm_bf16 = false;  // ARM64: ASIMD, SDOT, SMMLA, BFDOT
-  std::string describe() const;                                // "avx2 fma f16c avx512f ..."
+  std::string describe() const;                                        // "avx2 fma f16c avx512f ..."
 };
 
 const CpuFeatures& cpu_features();
-CpuPath best_cpu_path();    // what the CPU supports
-CpuPath cpu_path();         // what kernels use: best_cpu_path() lowered by DIFFRT_CPU_PATH
+CpuPath best_cpu_path();                  // what the CPU supports
+CpuPath cpu_path();                       // what kernels use: best_cpu_path() lowered by DIFFRT_CPU_PATH
 CpuPath runnable_cpu_path(CpuPath want);  // the highest path at or below `want` this CPU runs
 const char* cpu_path_name(CpuPath p);
 

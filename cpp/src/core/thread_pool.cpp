@@ -8,7 +8,7 @@ namespace diffrt {
 namespace {
 thread_local bool t_in_pool_task = false;
 thread_local int t_thread = 0;  // this thread's index inside its pool
-}
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0) n_threads = int(std::thread::hardware_concurrency());

@@ -28,7 +28,8 @@ class ThreadPool {
   template <class F>
   void parallel_for(int n_tasks, F&& f) {
     using Fn = std::remove_reference_t<F>;
-    run(n_tasks, [](void* ctx, int task, int thread) { (*static_cast<Fn*>(ctx))(task, thread); },
+    run(
+        n_tasks, [](void* ctx, int task, int thread) { (*static_cast<Fn*>(ctx))(task, thread); },
         const_cast<void*>(static_cast<const void*>(&f)));
   }
 
@@ -49,7 +50,7 @@ class ThreadPool {
   void* ctx_ = nullptr;
   int n_tasks_ = 0;
   std::atomic<int> next_{0};
-  int busy_ = 0;  // workers still inside the current generation
+  int busy_ = 0;              // workers still inside the current generation
   std::exception_ptr error_;  // the first exception a task of the current run threw (under mu_)
 };
 

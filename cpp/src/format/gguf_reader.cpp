@@ -25,8 +25,8 @@ constexpr uint32_t kMaxDims = 4;  // GGML_MAX_DIMS
 
 struct TypeTraits {
   const char* name;
-  int64_t block;   // elements per block; 0 = unknown type
-  size_t bytes;    // bytes per block
+  int64_t block;  // elements per block; 0 = unknown type
+  size_t bytes;   // bytes per block
 };
 
 // Standard ggml types whose block layout is fixed and public. Q8_1 (id 9) is left out on purpose:
@@ -81,18 +81,31 @@ bool row_bytes_checked(uint32_t t, int64_t n, size_t* out) {
 
 size_t scalar_size(GGUFType t) {
   switch (t) {
-    case GGUFType::UINT8: case GGUFType::INT8: case GGUFType::BOOL: return 1;
-    case GGUFType::UINT16: case GGUFType::INT16: return 2;
-    case GGUFType::UINT32: case GGUFType::INT32: case GGUFType::FLOAT32: return 4;
-    case GGUFType::UINT64: case GGUFType::INT64: case GGUFType::FLOAT64: return 8;
+    case GGUFType::UINT8:
+    case GGUFType::INT8:
+    case GGUFType::BOOL: return 1;
+    case GGUFType::UINT16:
+    case GGUFType::INT16: return 2;
+    case GGUFType::UINT32:
+    case GGUFType::INT32:
+    case GGUFType::FLOAT32: return 4;
+    case GGUFType::UINT64:
+    case GGUFType::INT64:
+    case GGUFType::FLOAT64: return 8;
     default: return 0;  // STRING, ARRAY, unknown
   }
 }
 
 bool is_integer(GGUFType t) {
   switch (t) {
-    case GGUFType::UINT8: case GGUFType::INT8: case GGUFType::UINT16: case GGUFType::INT16:
-    case GGUFType::UINT32: case GGUFType::INT32: case GGUFType::UINT64: case GGUFType::INT64:
+    case GGUFType::UINT8:
+    case GGUFType::INT8:
+    case GGUFType::UINT16:
+    case GGUFType::INT16:
+    case GGUFType::UINT32:
+    case GGUFType::INT32:
+    case GGUFType::UINT64:
+    case GGUFType::INT64:
     case GGUFType::BOOL: return true;
     default: return false;
   }
@@ -165,8 +178,8 @@ struct Cursor {
 };
 
 const char* gguf_type_name(uint32_t t) {
-  static const char* names[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
-                                "bool", "string", "array", "uint64", "int64", "float64"};
+  static const char* names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
+                                "bool",  "string", "array",  "uint64", "int64",  "float64"};
   return t < 13 ? names[t] : "unknown";
 }
 
@@ -192,8 +205,8 @@ GGUFValue read_value(Cursor& c) {
     // count by the bytes left before reserving or looping.
     size_t esz = v.elem_type == GGUFType::STRING ? 8 : scalar_size(v.elem_type);
     if (v.count > c.remaining() / esz) {
-      c.error("array of " + std::to_string(v.count) + " " + gguf_type_name(uint32_t(v.elem_type)) +
-              " exceeds the " + std::to_string(c.remaining()) + " bytes left (" + c.what + ")");
+      c.error("array of " + std::to_string(v.count) + " " + gguf_type_name(uint32_t(v.elem_type)) + " exceeds the " +
+              std::to_string(c.remaining()) + " bytes left (" + c.what + ")");
     }
     v.data = c.base + c.pos;
     if (v.elem_type == GGUFType::STRING) {
@@ -268,15 +281,15 @@ const char* ggml_type_name(GGMLType t) {
 }
 
 bool ggml_type_supported(uint32_t t) {
-  return t == uint32_t(GGMLType::F32) || t == uint32_t(GGMLType::F16) ||
-         t == uint32_t(GGMLType::BF16) || t == uint32_t(GGMLType::Q8_0);
+  return t == uint32_t(GGMLType::F32) || t == uint32_t(GGMLType::F16) || t == uint32_t(GGMLType::BF16) ||
+         t == uint32_t(GGMLType::Q8_0);
 }
 
 size_t ggml_row_bytes(GGMLType t, int64_t n) {
   size_t out = 0;
   if (!row_bytes_checked(static_cast<uint32_t>(t), n, &out)) {
-    throw InvalidArgument(std::string("ggml_row_bytes: cannot size ") + std::to_string(n) +
-                          " elements of " + ggml_type_name(t));
+    throw InvalidArgument(std::string("ggml_row_bytes: cannot size ") + std::to_string(n) + " elements of " +
+                          ggml_type_name(t));
   }
   return out;
 }
@@ -372,19 +385,18 @@ std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
   c.pos = 4;
   f->version_ = c.u32();
   if (f->version_ != 2 && f->version_ != 3) {
-    c.error("unsupported GGUF version " + std::to_string(f->version_) +
-            " (diffrt reads little-endian GGUF v2 and v3)");
+    c.error("unsupported GGUF version " + std::to_string(f->version_) + " (diffrt reads little-endian GGUF v2 and v3)");
   }
   uint64_t n_tensors = c.u64();
   uint64_t n_kv = c.u64();
   // Each tensor info takes at least 8+4+4+8 bytes, each key/value at least 8+4 bytes.
   if (n_tensors > c.remaining() / 24) {
-    c.error("tensor count " + std::to_string(n_tensors) + " exceeds what " +
-            std::to_string(c.remaining()) + " bytes can hold");
+    c.error("tensor count " + std::to_string(n_tensors) + " exceeds what " + std::to_string(c.remaining()) +
+            " bytes can hold");
   }
   if (n_kv > c.remaining() / 12) {
-    c.error("metadata count " + std::to_string(n_kv) + " exceeds what " +
-            std::to_string(c.remaining()) + " bytes can hold");
+    c.error("metadata count " + std::to_string(n_kv) + " exceeds what " + std::to_string(c.remaining()) +
+            " bytes can hold");
   }
 
   // Metadata.
@@ -446,8 +458,8 @@ std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
     if (tr.block == 0) c.error(tname + " has unknown ggml type id " + std::to_string(type));
     size_t row = 0;
     if (!row_bytes_checked(type, t.ne[0], &row)) {
-      c.error(tname + ": first dimension " + std::to_string(t.ne[0]) + " is not a multiple of the " +
-              tr.name + " block size " + std::to_string(tr.block));
+      c.error(tname + ": first dimension " + std::to_string(t.ne[0]) + " is not a multiple of the " + tr.name +
+              " block size " + std::to_string(tr.block));
     }
     uint64_t rows = uint64_t(n_el / t.ne[0]);
     if (row != 0 && rows > std::numeric_limits<size_t>::max() / row) c.error(tname + ": byte size overflows");
@@ -466,8 +478,8 @@ std::unique_ptr<GGUFFile> GGUFFile::open(const std::string& path) {
     TensorInfo& t = f->tensors_[i];
     uint64_t off = offsets[i];
     if (off % f->alignment_ != 0) {
-      c.error("tensor " + quoted(t.name) + " offset " + std::to_string(off) +
-              " is not a multiple of the alignment " + std::to_string(f->alignment_));
+      c.error("tensor " + quoted(t.name) + " offset " + std::to_string(off) + " is not a multiple of the alignment " +
+              std::to_string(f->alignment_));
     }
     if (off > data_size || t.nbytes > data_size - off) {
       c.error("tensor " + quoted(t.name) + " (" + std::to_string(t.nbytes) + " bytes at data offset " +

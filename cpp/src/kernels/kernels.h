@@ -24,8 +24,8 @@ struct PackedMatrix;  // kernels/cpu/pack.h
 struct Matrix {
   GGMLType type = GGMLType::F32;
   const void* data = nullptr;
-  int64_t n = 0, k = 0;   // output features, input features
-  size_t row_bytes = 0;   // bytes between consecutive stored rows
+  int64_t n = 0, k = 0;  // output features, input features
+  size_t row_bytes = 0;  // bytes between consecutive stored rows
   bool kn = false;
   // compute_type bf16/int8: the same logical W[n][k] repacked at load for the fast GEMMs, as
   // consecutive groups of packed_rows rows packed separately (one group per expert, or one for the
@@ -49,11 +49,11 @@ void gemm_serial(const float* x, int64_t ldx, int64_t M, const Matrix& w, float*
 // ---- elementwise / normalisation ----------------------------------------------------------------
 // RMSNorm of `rows` rows of n: y = x * pow(mean(x²) + eps, -0.5) [* w]. w == nullptr: no scale.
 // y may equal x (in place).
-void rms_norm(ThreadPool& pool, const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps,
-              float* y, int64_t ldy);
+void rms_norm(ThreadPool& pool, const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps, float* y,
+              int64_t ldy);
 // h[i] = gelu_tanh(g[i]) * u[i] for rows × n; h may equal g.
-void gelu_tanh_mul(ThreadPool& pool, const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows,
-                   int n, float* h, int64_t ldh);
+void gelu_tanh_mul(ThreadPool& pool, const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int n,
+                   float* h, int64_t ldh);
 // x[i] = tanh(x[i] / cap) * cap
 void soft_cap(ThreadPool& pool, float* x, int64_t n, float cap);
 // Row softmax in place over n elements (fp32: exp(x - max) / sum).
@@ -74,21 +74,21 @@ void rope(ThreadPool& pool, float* x, int64_t ldx, int64_t tokens, int n_head, i
 // over the n_keys[b] keys of that row; key i is at absolute position key_pos0[b] + i, query s at
 // q_pos0[b] + s. Mask: causal => key_pos <= q_pos; window > 0 => key_pos > q_pos - window.
 struct AttentionArgs {
-  int n_rows = 0, n_q = 0;                    // batch rows, queries per row
+  int n_rows = 0, n_q = 0;  // batch rows, queries per row
   int n_head = 0, n_kv_head = 0, head_dim = 0;
-  const float* q = nullptr;                   // [n_rows * n_q][ldq], head h at column h*hd
+  const float* q = nullptr;  // [n_rows * n_q][ldq], head h at column h*hd
   int64_t ldq = 0;
-  const float* k = nullptr;                   // K of row b, head j, key i: k + b*kv_row_stride + j*kv_head_stride + i*hd
-  const float* v = nullptr;                   // same layout as k
+  const float* k = nullptr;  // K of row b, head j, key i: k + b*kv_row_stride + j*kv_head_stride + i*hd
+  const float* v = nullptr;  // same layout as k
   int64_t kv_row_stride = 0, kv_head_stride = 0;
-  const int* n_keys = nullptr;                // [n_rows]
-  const int* key_pos0 = nullptr;              // [n_rows]
-  const int* q_pos0 = nullptr;                // [n_rows]
+  const int* n_keys = nullptr;    // [n_rows]
+  const int* key_pos0 = nullptr;  // [n_rows]
+  const int* q_pos0 = nullptr;    // [n_rows]
   bool causal = false;
   int window = 0;
-  float* out = nullptr;                       // [n_rows * n_q][ldo]
+  float* out = nullptr;  // [n_rows * n_q][ldo]
   int64_t ldo = 0;
-  float* scratch = nullptr;                   // pool.size() * attention_scratch_floats(max_keys)
+  float* scratch = nullptr;  // pool.size() * attention_scratch_floats(max_keys)
   int64_t scratch_per_thread = 0;
 };
 int64_t attention_scratch_floats(int64_t max_keys);
@@ -102,11 +102,11 @@ void router_topk(ThreadPool& pool, const float* r, int64_t ldr, int64_t M, int H
 
 // Scratch of grouped_experts for M tokens, top_k slots (sizes in elements).
 struct MoeScratch {
-  int32_t* slot_of = nullptr;   // [M * top_k]  token-slot ids sorted by expert
-  int32_t* count = nullptr;     // [E + 1]      offsets per expert
-  float* xg = nullptr;          // [M * top_k][H]     gathered inputs
-  float* hg = nullptr;          // [M * top_k][2 I_e] gate|up, then gelu(gate)*up
-  float* yg = nullptr;          // [M * top_k][H]     expert outputs
+  int32_t* slot_of = nullptr;  // [M * top_k]  token-slot ids sorted by expert
+  int32_t* count = nullptr;    // [E + 1]      offsets per expert
+  float* xg = nullptr;         // [M * top_k][H]     gathered inputs
+  float* hg = nullptr;         // [M * top_k][2 I_e] gate|up, then gelu(gate)*up
+  float* yg = nullptr;         // [M * top_k][H]     expert outputs
 };
 // out[t] = Σ_k weight[t,k] · down_e( act(gate_e(x[t])) * up_e(x[t]) ),  e = idx[t,k]  (fp32 sum).
 // gate_up: NK [E * 2 I_e][H] (gate rows first per expert); down: NK [E * H][I_e].

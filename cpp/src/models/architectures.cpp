@@ -19,7 +19,8 @@ std::unique_ptr<Session> diffusion_gemma_session(std::shared_ptr<const Model> mo
 
 const std::vector<Architecture>& architectures() {
   static const std::vector<Architecture> table = {
-      {names::ARCH, [](const std::string& path, const LoadOptions& opt) -> std::shared_ptr<Model> {
+      {names::ARCH,
+       [](const std::string& path, const LoadOptions& opt) -> std::shared_ptr<Model> {
          return dg::DiffusionGemma::open(path, opt);
        },
        diffusion_gemma_session},

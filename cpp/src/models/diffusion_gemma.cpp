@@ -77,8 +77,8 @@ struct CpuOps {
   }
   void grouped_experts(const float* x, int64_t ldx, int64_t M, const int32_t* idx, const float* w,
                        const LayerWeights& L, kernels::Activation act, float* out, int64_t ldo) {
-    kernels::grouped_experts(pool, x, ldx, M, c.n_embd, idx, w, c.n_expert_used, c.n_expert, c.n_ff_exp,
-                             L.gate_up_exps, L.down_exps, act, ws.moe, out, ldo);
+    kernels::grouped_experts(pool, x, ldx, M, c.n_embd, idx, w, c.n_expert_used, c.n_expert, c.n_ff_exp, L.gate_up_exps,
+                             L.down_exps, act, ws.moe, out, ldo);
   }
   void positions(const int* rows, int n_rows, int S, int32_t* pos) {
     for (int r = 0; r < n_rows; ++r)
@@ -98,7 +98,7 @@ struct CpuOps {
       const int row = rows ? rows[r] : r;
       const int T = cache.n_cached[row];
       const int held = L.sliding ? std::min(T, W - 1) : T;  // entries in the cache before this pass
-      float* kc = cache.k[il] + row * rstride;                // [kv][cap][hd]
+      float* kc = cache.k[il] + row * rstride;              // [kv][cap][hd]
       float* vc = cache.v[il] + row * rstride;
       for (int s = 0; s < S; ++s)
         for (int j = 0; j < kv; ++j) {
@@ -143,17 +143,16 @@ struct CpuOps {
 
 }  // namespace
 
-void DiffusionGemma::encode(Workspace& ws, KVCache& cache, const float* const* rope_cos,
-                            const float* const* rope_sin, const int32_t* ids, const int* rows, int n_rows, int S,
-                            const DebugHook* hook) const {
+void DiffusionGemma::encode(Workspace& ws, KVCache& cache, const float* const* rope_cos, const float* const* rope_sin,
+                            const int32_t* ids, const int* rows, int n_rows, int S, const DebugHook* hook) const {
   CpuOps ops{*pool_, cfg_, ws, cache, rope_cos, rope_sin, hook};
   encode_pass(ops, cfg_, w_, ws, ids, rows, n_rows, S);
   for (int r = 0; r < n_rows; ++r) cache.n_cached[rows ? rows[r] : r] += S;
 }
 
-void DiffusionGemma::denoise(Workspace& ws, KVCache& cache, const float* const* rope_cos,
-                             const float* const* rope_sin, const int32_t* canvas, const float* self_cond,
-                             const uint8_t* sc_rows, const DebugHook* hook) const {
+void DiffusionGemma::denoise(Workspace& ws, KVCache& cache, const float* const* rope_cos, const float* const* rope_sin,
+                             const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows,
+                             const DebugHook* hook) const {
   CpuOps ops{*pool_, cfg_, ws, cache, rope_cos, rope_sin, hook};
   denoise_pass(ops, cfg_, w_, ws, canvas, self_cond, sc_rows, nullptr, cache.batch);
 }

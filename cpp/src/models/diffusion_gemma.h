@@ -35,9 +35,9 @@ struct Workspace : Activations {
 // the last n = min(T, W-1) positions T-n..T-1; the room after them takes the new tokens of a pass.
 struct KVCache {
   int batch = 0, max_context = 0;
-  std::vector<int> cap;          // per layer
-  std::vector<float*> k, v;      // per layer: base of row 0; row stride = kv*cap*hd
-  std::vector<int> n_cached;     // per row: tokens seen (T)
+  std::vector<int> cap;       // per layer
+  std::vector<float*> k, v;   // per layer: base of row 0; row stride = kv*cap*hd
+  std::vector<int> n_cached;  // per row: tokens seen (T)
   int64_t row_stride(int layer, const LayerWeights& lw) const { return int64_t(lw.n_kv) * cap[layer] * lw.head_dim; }
 };
 

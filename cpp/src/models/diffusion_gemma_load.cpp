@@ -44,7 +44,8 @@ std::vector<int32_t> standard_eos_ids(const GGUFFile& f) {
     auto it = std::find(tokens->strs.begin(), tokens->strs.end(), std::string_view(text));
     if (it == tokens->strs.end()) continue;
     const auto i = int32_t(it - tokens->strs.begin());
-    if ((size_t(i) >= types.size() || types[size_t(i)] == kControl) && std::find(ids.begin(), ids.end(), i) == ids.end())
+    if ((size_t(i) >= types.size() || types[size_t(i)] == kControl) &&
+        std::find(ids.begin(), ids.end(), i) == ids.end())
       ids.push_back(i);
   }
   return ids;
@@ -100,7 +101,8 @@ ModelConfig read_config(const GGUFFile& f) {
   c.bidirectional = get_string_or(f, N::KEY_DIFFRT_BIDIRECTIONAL, "none");
 
   const int hd_full = get_int(f, N::KEY_KEY_LENGTH), hd_swa = get_int(f, N::KEY_KEY_LENGTH_SWA);
-  if (get_int_or(f, N::KEY_VALUE_LENGTH, hd_full) != hd_full || get_int_or(f, N::KEY_VALUE_LENGTH_SWA, hd_swa) != hd_swa)
+  if (get_int_or(f, N::KEY_VALUE_LENGTH, hd_full) != hd_full ||
+      get_int_or(f, N::KEY_VALUE_LENGTH_SWA, hd_swa) != hd_swa)
     throw ConfigError(f.path() + ": value_length differs from key_length; DiffusionGemma uses equal K/V head dims");
   std::vector<int64_t> kv = per_layer(f, N::KEY_HEAD_COUNT_KV, c.n_layer);
   std::vector<int64_t> swa = per_layer(f, N::KEY_SLIDING_WINDOW_PATTERN, c.n_layer);
@@ -169,8 +171,7 @@ void DiffusionGemma::load_weights() {
     if (t->ne != ne)
       throw FormatError(f.path() + ": tensor '" + name + "' has shape " + shape_str(t->ne) + ", expected " +
                         shape_str(ne));
-    if (t->type != GGMLType::F32 && t->type != GGMLType::F16 && t->type != GGMLType::BF16 &&
-        t->type != GGMLType::Q8_0)
+    if (t->type != GGMLType::F32 && t->type != GGMLType::F16 && t->type != GGMLType::BF16 && t->type != GGMLType::Q8_0)
       throw FormatError(f.path() + ": tensor '" + name + "' has unsupported type " + ggml_type_name(t->type));
     if (t->type == GGMLType::Q8_0 && ne[0] % 32)
       throw FormatError(f.path() + ": Q8_0 tensor '" + name + "' has a row length not a multiple of 32");

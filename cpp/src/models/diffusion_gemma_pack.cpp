@@ -23,12 +23,9 @@ enum class Form { None, Bf16, W8A8, W8A16 };
 
 kernels::PackedMatrix pack(ThreadPool& pool, const Matrix& m, Form f) {
   switch (f) {
-    case Form::Bf16:
-      return kernels::pack_bf16(pool, m);
-    case Form::W8A8:
-      return kernels::pack_int8(pool, m);
-    default:
-      return kernels::pack_w8a16(pool, m);
+    case Form::Bf16: return kernels::pack_bf16(pool, m);
+    case Form::W8A8: return kernels::pack_int8(pool, m);
+    default: return kernels::pack_w8a16(pool, m);
   }
 }
 
@@ -43,19 +40,13 @@ void DiffusionGemma::pack_weights(ComputeType requested) {
   const ComputeType type = resolve_compute_type(requested, layer_weight_type(), Device::Cpu);
   Form layer_form = Form::None, lm_head_form = Form::None, self_cond_form = Form::None;
   switch (type) {
-    case ComputeType::Bf16:
-      layer_form = lm_head_form = self_cond_form = Form::Bf16;
-      break;
+    case ComputeType::Bf16: layer_form = lm_head_form = self_cond_form = Form::Bf16; break;
     case ComputeType::Int8:
       layer_form = lm_head_form = Form::W8A8;
       self_cond_form = Form::W8A16;
       break;
-    case ComputeType::Int8W8A8:
-      layer_form = lm_head_form = self_cond_form = Form::W8A8;
-      break;
-    case ComputeType::Int8W8A16:
-      layer_form = lm_head_form = self_cond_form = Form::W8A16;
-      break;
+    case ComputeType::Int8W8A8: layer_form = lm_head_form = self_cond_form = Form::W8A8; break;
+    case ComputeType::Int8W8A16: layer_form = lm_head_form = self_cond_form = Form::W8A16; break;
     default:  // F32 (Auto is resolved above)
       break;
   }

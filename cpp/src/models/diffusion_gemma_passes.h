@@ -32,10 +32,10 @@ template <class Mat>
 struct Layer {
   bool sliding = false;
   int head_dim = 0, n_kv = 0;
-  Mat q, k, v, o;                         // v: sliding layers only (full layers: V = raw K)
-  Mat ffn_gate, ffn_up, ffn_down;         // dense MLP
-  Mat router;                             // [E][H], always f32 (near-tied scores must not flip)
-  Mat gate_up_exps, down_exps;            // [E*2I_e][H], [E*H][I_e]
+  Mat q, k, v, o;                  // v: sliding layers only (full layers: V = raw K)
+  Mat ffn_gate, ffn_up, ffn_down;  // dense MLP
+  Mat router;                      // [E][H], always f32 (near-tied scores must not flip)
+  Mat gate_up_exps, down_exps;     // [E*2I_e][H], [E*H][I_e]
   const float *attn_norm = nullptr, *q_norm = nullptr, *k_norm = nullptr, *post_attn_norm = nullptr;
   const float *ffn_norm = nullptr, *post_ffw_norm_1 = nullptr, *pre_ffw_norm_2 = nullptr;
   const float *router_scale = nullptr, *per_expert_scale = nullptr;
@@ -45,13 +45,13 @@ struct Layer {
 
 template <class Mat>
 struct Weights {
-  Mat embd;                       // E [V][H], also the tied LM head
-  Mat embd_kn;                    // E read as B[k = vocab][n = hidden] (self-conditioning)
-  Mat sc_gate, sc_up, sc_down;    // self-conditioning MLP
+  Mat embd;                     // E [V][H], also the tied LM head
+  Mat embd_kn;                  // E read as B[k = vocab][n = hidden] (self-conditioning)
+  Mat sc_gate, sc_up, sc_down;  // self-conditioning MLP
   const float *output_norm = nullptr, *sc_pre_norm = nullptr;
   std::vector<Layer<Mat>> layers;
-  float embed_scale = 1.f;        // sqrt(H), rounded to bf16 for a bf16 checkpoint
-  bool bf16 = false;              // model dtype bf16: the self-conditioning softmax is rounded too
+  float embed_scale = 1.f;  // sqrt(H), rounded to bf16 for a bf16 checkpoint
+  bool bf16 = false;        // model dtype bf16: the self-conditioning softmax is rounded too
 };
 
 // The weight table, written once (spec §3 in the community GGUF names, format/gguf_names.h): every
@@ -154,29 +154,29 @@ void layer_forward(Ops& ops, const ModelConfig& c, const Layer<typename Ops::Mat
 
   // ---- attention (§5.1) ----
   ops.rms_norm(a.x, H, M, H, L.attn_norm, eps, a.xn, H);  // xn [M, H]
-  ops.gemm(a.xn, H, M, L.q, a.q, qw);                      // q  [M, nh*hd]
-  ops.gemm(a.xn, H, M, L.k, a.k, kvw);                     // k  [M, kv*hd] (raw)
+  ops.gemm(a.xn, H, M, L.q, a.q, qw);                     // q  [M, nh*hd]
+  ops.gemm(a.xn, H, M, L.k, a.k, kvw);                    // k  [M, kv*hd] (raw)
   if (L.sliding)
-    ops.gemm(a.xn, H, M, L.v, a.v, kvw);                   // v  [M, kv*hd]
+    ops.gemm(a.xn, H, M, L.v, a.v, kvw);  // v  [M, kv*hd]
   else
-    ops.copy(a.v, a.k, M * kvw);                           // full layers: V = raw K
+    ops.copy(a.v, a.k, M * kvw);                                   // full layers: V = raw K
   ops.norm_rope(a.q, M, nh, hd, L.q_norm, eps, a.pos, L.sliding);  // q_norm, then RoPE
   ops.norm_rope(a.k, M, kv, hd, L.k_norm, eps, a.pos, L.sliding);  // k_norm, then RoPE
-  ops.rms_norm(a.v, hd, M * kv, hd, nullptr, eps, a.v, hd);          // v_norm: no scale, no RoPE
-  ops.attend(il, L, encoder, rows, n_rows, S, a);          // attn [M, nh*hd] (§5.2; decoder §5.4)
-  ops.gemm(a.attn, qw, M, L.o, a.h, H);                    // h [M, H]
+  ops.rms_norm(a.v, hd, M * kv, hd, nullptr, eps, a.v, hd);        // v_norm: no scale, no RoPE
+  ops.attend(il, L, encoder, rows, n_rows, S, a);                  // attn [M, nh*hd] (§5.2; decoder §5.4)
+  ops.gemm(a.attn, qw, M, L.o, a.h, H);                            // h [M, H]
   ops.rms_norm(a.h, H, M, H, L.post_attn_norm, eps, a.h, H);
-  ops.add(a.x, a.h, M * H);                                // x = x_in + post_attention_norm(h)
+  ops.add(a.x, a.h, M * H);  // x = x_in + post_attention_norm(h)
 
   // ---- dense MLP || MoE (§6) ----
-  ops.rms_norm(a.x, H, M, H, L.ffn_norm, eps, a.xn, H);   // pre_feedforward_layernorm(x)
-  ops.gemm(a.xn, H, M, L.ffn_gate, a.g, I);                // g [M, I]
-  ops.gemm(a.xn, H, M, L.ffn_up, a.u, I);                  // u [M, I]
+  ops.rms_norm(a.x, H, M, H, L.ffn_norm, eps, a.xn, H);  // pre_feedforward_layernorm(x)
+  ops.gemm(a.xn, H, M, L.ffn_gate, a.g, I);              // g [M, I]
+  ops.gemm(a.xn, H, M, L.ffn_up, a.u, I);                // u [M, I]
   ops.gelu_tanh_mul(a.g, I, a.u, I, M, I, a.g, I);
-  ops.gemm(a.g, I, M, L.ffn_down, a.h1, H);                // h1 [M, H]
+  ops.gemm(a.g, I, M, L.ffn_down, a.h1, H);  // h1 [M, H]
   ops.rms_norm(a.h1, H, M, H, L.post_ffw_norm_1, eps, a.h1, H);
   ops.router_topk(a.x, H, M, L.router, router_spec(c, L), a.idx_topk, a.w_topk);  // reads the residual x
-  ops.rms_norm(a.x, H, M, H, L.pre_ffw_norm_2, eps, a.xn, H);  // xe
+  ops.rms_norm(a.x, H, M, H, L.pre_ffw_norm_2, eps, a.xn, H);                     // xe
   ops.grouped_experts(a.xn, H, M, a.idx_topk, a.w_topk, L, kernels::Activation::GeluTanh, a.h2, H);  // moe [M, H]
   ops.rms_norm(a.h2, H, M, H, L.post_ffw_norm_2, eps, a.h2, H);
   ops.add(a.h1, a.h2, M * H);
@@ -205,8 +205,7 @@ void encode_pass(Ops& ops, const ModelConfig& c, const Weights<typename Ops::Mat
 // it (nullptr: all). Writes soft-capped logits [n_rows][L][V] to a.logits.
 template <class Ops>
 void denoise_pass(Ops& ops, const ModelConfig& c, const Weights<typename Ops::Mat>& w, Activations& a,
-                  const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, const int* rows,
-                  int n_rows) {
+                  const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, const int* rows, int n_rows) {
   const int H = c.n_embd, V = c.n_vocab, I = c.n_ff, Lc = c.canvas_length;
   const int64_t M = int64_t(n_rows) * Lc;
   const float eps = c.rms_eps;
@@ -215,13 +214,13 @@ void denoise_pass(Ops& ops, const ModelConfig& c, const Weights<typename Ops::Ma
   if (self_cond) {  // §8: soft = softmax(s) @ E * sqrt(H) -> pre_norm -> gated MLP, added to e
     ops.softmax_rows(self_cond, a.probs, V, M, V);  // probs [M, V]
     if (w.bf16) ops.round_to_bf16(a.probs, M * V);
-    ops.gemm(a.probs, V, M, w.embd_kn, a.h, H);     // soft [M, H] = probs · E
+    ops.gemm(a.probs, V, M, w.embd_kn, a.h, H);  // soft [M, H] = probs · E
     ops.scale(a.h, M * H, w.embed_scale);
     ops.rms_norm(a.h, H, M, H, w.sc_pre_norm, eps, a.xn, H);
     ops.gemm(a.xn, H, M, w.sc_gate, a.g, I);
     ops.gemm(a.xn, H, M, w.sc_up, a.u, I);
     ops.gelu_tanh_mul(a.g, I, a.u, I, M, I, a.g, I);
-    ops.gemm(a.g, I, M, w.sc_down, a.h, H);         // sc [M, H]
+    ops.gemm(a.g, I, M, w.sc_down, a.h, H);  // sc [M, H]
     if (sc_rows)
       ops.add_rows(a.x, a.h, int64_t(Lc) * H, n_rows, sc_rows);  // only the rows that take it
     else

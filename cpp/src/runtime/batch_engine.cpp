@@ -75,9 +75,9 @@ int64_t BatchEngine::submit(BatchRequest req) {
   const int64_t n_canvas = (int64_t(p.max_new_tokens) + L_ - 1) / L_;
   const int64_t need = int64_t(req.prompt.size()) + n_canvas * L_;
   if (need > max_context_)
-    bad("prompt of " + std::to_string(req.prompt.size()) + " tokens + " + std::to_string(n_canvas) +
-        " canvas(es) of " + std::to_string(L_) + " = " + std::to_string(need) +
-        " positions does not fit the batch engine's context of " + std::to_string(max_context_));
+    bad("prompt of " + std::to_string(req.prompt.size()) + " tokens + " + std::to_string(n_canvas) + " canvas(es) of " +
+        std::to_string(L_) + " = " + std::to_string(need) + " positions does not fit the batch engine's context of " +
+        std::to_string(max_context_));
   const int64_t id = next_id_++;
   queue_.emplace_back(id, std::move(req));
   return id;
@@ -162,7 +162,7 @@ void BatchEngine::tick() {
     if (!s.active) continue;
     const size_t o = size_t(r) * L_;
     if (s.p.adaptive_stopping() && rowstep::stops(v.argmax + o, L_, s.history.data(), int(s.history.size()) / L_,
-                                              size_t(L_), v.mean_entropy[r], float(s.p.confidence_threshold)))
+                                                  size_t(L_), v.mean_entropy[r], float(s.p.confidence_threshold)))
       s.finished = true;
     s.have_sc = true;
     ++s.k;

@@ -45,11 +45,11 @@ class CpuSession final : public Session {
   dg::KVCache cache_;
   float* rope_cos_[2] = {nullptr, nullptr};  // [0]: full layers, [1]: sliding layers
   float* rope_sin_[2] = {nullptr, nullptr};
-  int32_t* chunk_ids_ = nullptr;             // [batch * L] one encode chunk
+  int32_t* chunk_ids_ = nullptr;  // [batch * L] one encode chunk
   // step state ([batch, L] unless noted); sc_ [batch, L, V] holds each row's processed logits
   int32_t *canvas_ = nullptr, *amax_ = nullptr, *sampled_ = nullptr;
   float *H_ = nullptr, *mean_H_ = nullptr, *sc_ = nullptr;  // mean_H_ [batch]
-  uint8_t *accepted_ = nullptr, *sc_rows_ = nullptr;       // sc_rows_ [batch]
+  uint8_t *accepted_ = nullptr, *sc_rows_ = nullptr;        // sc_rows_ [batch]
   int* order_ = nullptr;
   dg::DebugHook hook_;
 };

@@ -63,7 +63,8 @@ StepView CpuSession::step(const RowStep* rows, bool self_cond_bf16) {
     if (!p.active) continue;
     const int64_t o = int64_t(r) * L;
     auto noise = [&](int j) {
-      return p.tape_renoise ? p.tape_renoise[j] : rng_randint(p.seed, p.canvas, p.step, DrawPurpose::Renoise, p.key, j, V);
+      return p.tape_renoise ? p.tape_renoise[j]
+                            : rng_randint(p.seed, p.canvas, p.step, DrawPurpose::Renoise, p.key, j, V);
     };
     mean_H_[r] = rowstep::accept_and_renoise(H_ + o, sampled_ + o, L, p.entropy_bound, accepted_ + o, order_ + o,
                                              canvas_ + o, noise);

@@ -42,8 +42,8 @@ int check_inputs(const Session& S, const ModelConfig& cfg, const std::vector<std
     p_max = std::max(p_max, ids.size());
   }
   const int64_t need = int64_t(p_max) + int64_t(n_canvas) * L;
-  const int64_t limit = cfg.context_length > 0 ? std::min<int64_t>(cfg.context_length, S.max_context())
-                                               : S.max_context();
+  const int64_t limit =
+      cfg.context_length > 0 ? std::min<int64_t>(cfg.context_length, S.max_context()) : S.max_context();
   if (need > limit)
     bad("generate: prompt of " + std::to_string(p_max) + " tokens + " + std::to_string(n_canvas) + " canvas(es) of " +
         std::to_string(L) + " = " + std::to_string(need) + " positions does not fit the context of " +

@@ -23,8 +23,8 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
 
 std::unique_ptr<Session> Session::create(std::shared_ptr<const Model> model, int batch, int max_context) {
   if (!model) throw InvalidArgument("Session::create: no model");
-  return find_architecture(model->architecture(), model->file().path()).cpu_session(std::move(model), batch,
-                                                                                     max_context);
+  return find_architecture(model->architecture(), model->file().path())
+      .cpu_session(std::move(model), batch, max_context);
 }
 
 CpuSession::CpuSession(std::shared_ptr<const dg::DiffusionGemma> model, int batch, int max_context)
@@ -110,8 +110,8 @@ CpuSession::CpuSession(std::shared_ptr<const dg::DiffusionGemma> model, int batc
 }
 
 int CpuSession::n_cached(int row) const {
-  if (row < 0 || row >= batch_) throw InvalidArgument("row " + std::to_string(row) + " out of range [0, " +
-                                                      std::to_string(batch_) + ")");
+  if (row < 0 || row >= batch_)
+    throw InvalidArgument("row " + std::to_string(row) + " out of range [0, " + std::to_string(batch_) + ")");
   return cache_.n_cached[row];
 }
 
@@ -125,7 +125,8 @@ void CpuSession::encode(const int32_t* ids, int n_rows, int T, const int* rows) 
   // consecutive chunks equals one pass over the whole sequence.
   for (int t0 = 0; t0 < T; t0 += L) {
     const int S = std::min(L, T - t0);
-    for (int r = 0; r < n_rows; ++r) std::copy(ids + int64_t(r) * T + t0, ids + int64_t(r) * T + t0 + S, chunk_ids_ + r * S);
+    for (int r = 0; r < n_rows; ++r)
+      std::copy(ids + int64_t(r) * T + t0, ids + int64_t(r) * T + t0 + S, chunk_ids_ + r * S);
     model_->encode(ws_, cache_, rope_cos_, rope_sin_, chunk_ids_, rows, n_rows, S, hook);
   }
 }

@@ -40,7 +40,8 @@ inline void check_row_steps(const RowStep* rows, int batch, int L, int V) {
 inline void check_encode_args(const int32_t* ids, int n_rows, int T, const int* rows, int batch, int max_context,
                               const int* n_cached, int V) {
   if (n_rows < 1 || n_rows > batch)
-    throw InvalidArgument("encode: " + std::to_string(n_rows) + " rows for a session of batch " + std::to_string(batch));
+    throw InvalidArgument("encode: " + std::to_string(n_rows) + " rows for a session of batch " +
+                          std::to_string(batch));
   if (T < 0) throw InvalidArgument("encode: negative token count");
   for (int r = 0; r < n_rows; ++r) {
     const int row = rows ? rows[r] : r;
@@ -54,7 +55,8 @@ inline void check_encode_args(const int32_t* ids, int n_rows, int T, const int* 
   }
   for (int64_t i = 0; i < int64_t(n_rows) * T; ++i)
     if (ids[i] < 0 || ids[i] >= V)
-      throw InvalidArgument("encode: token id " + std::to_string(ids[i]) + " out of range [0, " + std::to_string(V) + ")");
+      throw InvalidArgument("encode: token id " + std::to_string(ids[i]) + " out of range [0, " + std::to_string(V) +
+                            ")");
 }
 
 // A decoder pass over rows 0..n_rows-1: room for a canvas of L after each row's cached tokens, and

@@ -45,8 +45,8 @@ void SamplerParams::validate() const {
   // that every step's temperature is a positive finite float (t_max = 1e39 or 1e-300 are not).
   if (t_max > kMaxTemperature) bad("t_max must be <= " + num(kMaxTemperature) + " (got " + num(t_max) + ")");
   if (!(float(t_max) > float(t_min)) || float(t_max - t_min) < kMinTemperatureSpan)
-    bad("t_max - t_min must be >= " + num(kMinTemperatureSpan) + " in fp32 (got t_min=" + num(t_min) + ", t_max=" +
-        num(t_max) + ")");
+    bad("t_max - t_min must be >= " + num(kMinTemperatureSpan) + " in fp32 (got t_min=" + num(t_min) +
+        ", t_max=" + num(t_max) + ")");
   if (!(entropy_bound > 0) || !std::isfinite(entropy_bound))
     bad("entropy_bound must be a finite number > 0 (got " + num(entropy_bound) + ")");
   // Each row keeps its last stability_threshold argmax canvases: more than the steps of a canvas
@@ -54,7 +54,8 @@ void SamplerParams::validate() const {
   if (stability_threshold > kMaxSteps)
     bad("stability_threshold must be <= " + std::to_string(kMaxSteps) + " (got " + std::to_string(stability_threshold) +
         ")");
-  if (!std::isfinite(confidence_threshold)) bad("confidence_threshold must be finite (got " + num(confidence_threshold) + ")");
+  if (!std::isfinite(confidence_threshold))
+    bad("confidence_threshold must be finite (got " + num(confidence_threshold) + ")");
 }
 
 }  // namespace diffrt

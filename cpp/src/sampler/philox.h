@@ -43,13 +43,10 @@ DIFFRT_HD inline void stream_counter(int canvas, int step, uint32_t purpose, int
 }
 
 // Integer in [0, n) from one word by Lemire's multiply-shift (bias < n / 2^32, fine for n << 2^32).
-DIFFRT_HD inline int32_t randint_from_bits(uint32_t x, int32_t n) {
-  return int32_t((uint64_t(x) * uint64_t(n)) >> 32);
-}
+DIFFRT_HD inline int32_t randint_from_bits(uint32_t x, int32_t n) { return int32_t((uint64_t(x) * uint64_t(n)) >> 32); }
 
 // Uniform int in [0, n) for one (canvas, step, purpose, row, position) address: word 0 of block 0.
-DIFFRT_HD inline int32_t randint(uint64_t seed, int canvas, int step, uint32_t purpose, int row, int pos,
-                                 int32_t n) {
+DIFFRT_HD inline int32_t randint(uint64_t seed, int canvas, int step, uint32_t purpose, int row, int pos, int32_t n) {
   uint32_t ctr[4], out[4];
   stream_counter(canvas, step, purpose, row, pos, 0, ctr);
   philox4x32(ctr, seed, out);

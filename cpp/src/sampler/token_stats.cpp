@@ -16,7 +16,10 @@ TokenStats token_stats(const float* raw, float T, float* pl, int V, const Sample
   for (int i = 0; i < V; ++i) {
     const float x = raw[i] / T;
     pl[i] = x;
-    if (x > m) { m = x; amax = i; }
+    if (x > m) {
+      m = x;
+      amax = i;
+    }
   }
   // Pass 2: with d = pl - max and e = exp(d): s = sum e, H = log s - sum(d e) / s, which equals
   // -sum l softmax(l) for l = pl - logsumexp(pl). Sums in double (torch sums fp32 in blocks; the
@@ -42,7 +45,10 @@ TokenStats token_stats(const float* raw, float T, float* pl, int V, const Sample
       // (Skipping tokens that cannot win, e * max(1/E) <= best, measured slower: mispredicted
       // branches cost more than the skipped Philox + log.)
       const float key = e / exp1_from_bits(words[i & 3]);
-      if (key > best) { best = key; sample = i; }
+      if (key > best) {
+        best = key;
+        sample = i;
+      }
     }
   }
   TokenStats r;

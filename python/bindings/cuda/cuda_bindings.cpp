@@ -121,7 +121,8 @@ void register_cuda_engine(nb::module_& m) {
       [](nb::dict cfg, const std::string& dtype, uint64_t seed) {
         diffrt::ModelConfig c = config_from(cfg);
         const diffrt::ComputeType ct = diffrt::parse_compute_type(dtype, diffrt::Device::Cuda);
-        if (ct == diffrt::ComputeType::Auto) throw diffrt::InvalidArgument("random_model: dtype must be a concrete compute type, not 'auto'");
+        if (ct == diffrt::ComputeType::Auto)
+          throw diffrt::InvalidArgument("random_model: dtype must be a concrete compute type, not 'auto'");
         PyCudaModel pm;
         nb::gil_scoped_release nogil;
         pm.m = DeviceModel::random(c, ct, seed);
@@ -144,7 +145,8 @@ void register_cuda_engine(nb::module_& m) {
       .def_prop_ro("max_context", [](const PyCudaSession& s) { return s.s->max_context(); })
       .def_prop_ro("device_bytes", [](const PyCudaSession& s) { return s.s->device_bytes(); })
       .def_prop_ro("graph_used", [](const PyCudaSession& s) { return s.s->graph_used(); })
-      .def("n_cached", [](const PyCudaSession& s, int row) { return s.s->n_cached(row); }, nb::arg("row") = 0)
+      .def(
+          "n_cached", [](const PyCudaSession& s, int row) { return s.s->n_cached(row); }, nb::arg("row") = 0)
       .def("reset", [](PyCudaSession& s) { s.s->reset(); })
       .def("reset_row", [](PyCudaSession& s, int row) { s.s->reset_row(row); })
       .def(
@@ -186,8 +188,9 @@ void register_cuda_engine(nb::module_& m) {
             s.s->set_canvas(canvas.data());
           },
           nb::arg("canvas"))
-      .def("random_canvas", [](PyCudaSession& s, int canvas, uint64_t seed) { s.s->random_canvas(canvas, seed); },
-           nb::arg("canvas"), nb::arg("seed"))
+      .def(
+          "random_canvas", [](PyCudaSession& s, int canvas, uint64_t seed) { s.s->random_canvas(canvas, seed); },
+          nb::arg("canvas"), nb::arg("seed"))
       .def(
           "step",
           [](PyCudaSession& s, int canvas, int step, float temperature, uint64_t seed, double entropy_bound,
@@ -263,8 +266,7 @@ void register_cuda_engine(nb::module_& m) {
             return out;
           },
           nb::arg("temperature") = 0.8f, nb::arg("seed") = 0, nb::arg("entropy_bound") = 0.1,
-          nb::arg("self_cond") = true,
-          "One step of plain launches timed op by op: [(op, ms, calls)], most time first.")
+          nb::arg("self_cond") = true, "One step of plain launches timed op by op: [(op, ms, calls)], most time first.")
       .def(
           "generate",
           [](PyCudaSession& s, const std::vector<std::vector<int32_t>>& prompts, std::optional<int> max_new_tokens,

@@ -45,7 +45,9 @@ struct Dev {
   ~Dev() { cudaFree(p); }
   Dev(const Dev&) = delete;
   template <class T>
-  T* as() const { return static_cast<T*>(p); }
+  T* as() const {
+    return static_cast<T*>(p);
+  }
   void get(void* host) const {
     DIFFRT_CUDA_CHECK(cudaDeviceSynchronize());
     if (bytes) DIFFRT_CUDA_CHECK(cudaMemcpy(host, p, bytes, cudaMemcpyDeviceToHost));
@@ -116,45 +118,51 @@ void register_cuda_kernels(nb::module_& parent) {
   nb::module_ m = parent.def_submodule("_kernels", "CUDA kernels on host arrays, for tests");
 
   // y = x · Wᵀ with w [N, K] (kn=False) or y = x · B with w [K, N] (kn=True).
-  m.def("gemm", [](F32 x, F32 w, const std::string& dtype, bool kn, bool tensor_cores) {
-    need(x.ndim() == 2 && w.ndim() == 2, "x and w must be 2-D");
-    const int64_t M = x.shape(0), K = x.shape(1);
-    const int64_t N = kn ? w.shape(1) : w.shape(0);
-    need((kn ? int64_t(w.shape(0)) : int64_t(w.shape(1))) == K, "inner dimensions differ");
-    auto dx = up(x);
-    DevMatrix dw(w.data(), w.shape(0), w.shape(1), dtype);
-    kc::DMatrix mat = dw.m;
-    if (kn) {
-      mat.n = N;
-      mat.k = K;
-      mat.ld = N;
-      mat.kn = true;
-    }
-    // Split-K workspace for 8 parts of half the rows: a long K also runs the row-chunk loop.
-    const int64_t ws = 8 * std::max<int64_t>(1, M / 2) * N;
-    Dev dy(sizeof(float) * M * N), amax(sizeof(float) * M), parts(sizeof(float) * ws);
-    kc::GemmScratch scratch;
-    scratch.act_amax = amax.as<float>();
-    scratch.splitk = parts.as<float>();
-    scratch.splitk_floats = ws;
-    kc::gemm(nullptr, dx->as<float>(), K, M, mat, dy.as<float>(), N, tensor_cores, &scratch);
-    auto y = zeros_array<float>({size_t(M), size_t(N)});
-    dy.get(y.data());
-    return y;
-  }, nb::arg("x"), nb::arg("w"), nb::arg("dtype") = "f32", nb::arg("kn") = false, nb::arg("tensor_cores") = false);
+  m.def(
+      "gemm",
+      [](F32 x, F32 w, const std::string& dtype, bool kn, bool tensor_cores) {
+        need(x.ndim() == 2 && w.ndim() == 2, "x and w must be 2-D");
+        const int64_t M = x.shape(0), K = x.shape(1);
+        const int64_t N = kn ? w.shape(1) : w.shape(0);
+        need((kn ? int64_t(w.shape(0)) : int64_t(w.shape(1))) == K, "inner dimensions differ");
+        auto dx = up(x);
+        DevMatrix dw(w.data(), w.shape(0), w.shape(1), dtype);
+        kc::DMatrix mat = dw.m;
+        if (kn) {
+          mat.n = N;
+          mat.k = K;
+          mat.ld = N;
+          mat.kn = true;
+        }
+        // Split-K workspace for 8 parts of half the rows: a long K also runs the row-chunk loop.
+        const int64_t ws = 8 * std::max<int64_t>(1, M / 2) * N;
+        Dev dy(sizeof(float) * M * N), amax(sizeof(float) * M), parts(sizeof(float) * ws);
+        kc::GemmScratch scratch;
+        scratch.act_amax = amax.as<float>();
+        scratch.splitk = parts.as<float>();
+        scratch.splitk_floats = ws;
+        kc::gemm(nullptr, dx->as<float>(), K, M, mat, dy.as<float>(), N, tensor_cores, &scratch);
+        auto y = zeros_array<float>({size_t(M), size_t(N)});
+        dy.get(y.data());
+        return y;
+      },
+      nb::arg("x"), nb::arg("w"), nb::arg("dtype") = "f32", nb::arg("kn") = false, nb::arg("tensor_cores") = false);
 
-  m.def("rms_norm", [](F32 x, std::optional<F32> w, float eps) {
-    need(x.ndim() == 2, "x must be [rows, n]");
-    const int64_t R = x.shape(0), n = x.shape(1);
-    if (w) need(int64_t(w->size()) == n, "w must have n elements");
-    auto dx = up(x);
-    std::unique_ptr<Dev> dw = w ? up(*w) : nullptr;
-    Dev dy(sizeof(float) * R * n);
-    kc::rms_norm(nullptr, dx->as<float>(), n, R, int(n), dw ? dw->as<float>() : nullptr, eps, dy.as<float>(), n);
-    auto y = zeros_array<float>({size_t(R), size_t(n)});
-    dy.get(y.data());
-    return y;
-  }, nb::arg("x"), nb::arg("w").none(), nb::arg("eps"));
+  m.def(
+      "rms_norm",
+      [](F32 x, std::optional<F32> w, float eps) {
+        need(x.ndim() == 2, "x must be [rows, n]");
+        const int64_t R = x.shape(0), n = x.shape(1);
+        if (w) need(int64_t(w->size()) == n, "w must have n elements");
+        auto dx = up(x);
+        std::unique_ptr<Dev> dw = w ? up(*w) : nullptr;
+        Dev dy(sizeof(float) * R * n);
+        kc::rms_norm(nullptr, dx->as<float>(), n, R, int(n), dw ? dw->as<float>() : nullptr, eps, dy.as<float>(), n);
+        auto y = zeros_array<float>({size_t(R), size_t(n)});
+        dy.get(y.data());
+        return y;
+      },
+      nb::arg("x"), nb::arg("w").none(), nb::arg("eps"));
 
   m.def("gelu_tanh_mul", [](F32 g, F32 u) {
     need(g.ndim() == 2 && u.ndim() == 2 && g.shape(0) == u.shape(0) && g.shape(1) == u.shape(1), "shapes");
@@ -199,18 +207,21 @@ void register_cuda_kernels(nb::module_& parent) {
   });
 
   // x [T, nh, hd]: per head rms_norm (weight w [hd] or none), then rope — the fused kernel.
-  m.def("norm_rope", [](F32 x, std::optional<F32> w, float eps, I32 pos, F32 cos, F32 sin) {
-    diffrt_py::check_rope_args(x, pos, cos, sin);
-    const size_t T = x.shape(0), nh = x.shape(1), hd = x.shape(2);
-    if (w) need(w->ndim() == 1 && w->shape(0) == hd, "w must be [hd]");
-    auto dx = up(x), dp = up(pos), dc = up(cos), ds = up(sin);
-    std::unique_ptr<Dev> dw = w ? up(*w) : nullptr;
-    kc::rms_norm_rope(nullptr, dx->as<float>(), int64_t(T), int(nh), int(hd), dw ? dw->as<float>() : nullptr, eps,
-                      dp->as<int32_t>(), dc->as<float>(), ds->as<float>());
-    auto y = zeros_array<float>({T, nh, hd});
-    dx->get(y.data());
-    return y;
-  }, nb::arg("x"), nb::arg("w").none(), nb::arg("eps"), nb::arg("pos"), nb::arg("cos"), nb::arg("sin"));
+  m.def(
+      "norm_rope",
+      [](F32 x, std::optional<F32> w, float eps, I32 pos, F32 cos, F32 sin) {
+        diffrt_py::check_rope_args(x, pos, cos, sin);
+        const size_t T = x.shape(0), nh = x.shape(1), hd = x.shape(2);
+        if (w) need(w->ndim() == 1 && w->shape(0) == hd, "w must be [hd]");
+        auto dx = up(x), dp = up(pos), dc = up(cos), ds = up(sin);
+        std::unique_ptr<Dev> dw = w ? up(*w) : nullptr;
+        kc::rms_norm_rope(nullptr, dx->as<float>(), int64_t(T), int(nh), int(hd), dw ? dw->as<float>() : nullptr, eps,
+                          dp->as<int32_t>(), dc->as<float>(), ds->as<float>());
+        auto y = zeros_array<float>({T, nh, hd});
+        dx->get(y.data());
+        return y;
+      },
+      nb::arg("x"), nb::arg("w").none(), nb::arg("eps"), nb::arg("pos"), nb::arg("cos"), nb::arg("sin"));
 
   // One row: q [S, nh, hd], k/v [kv, nk, hd]; keys at key_pos0.., queries at q_pos0..
   m.def("attention", [](F32 q, F32 k, F32 v, int key_pos0, int q_pos0, bool causal, int window) {
@@ -250,8 +261,8 @@ void register_cuda_kernels(nb::module_& parent) {
     auto dr = up(r), ds = up(scale), dp = up(proj), de = up(pes);
     Dev didx(sizeof(int32_t) * M * top_k), dw(sizeof(float) * M * top_k);
     // Gemma's recipe, as the model's passes build it (the tests compare with the CPU kernel's).
-    diffrt::kernels::RouterSpec spec{true, eps, ds->as<float>(), float(std::pow(double(H), -0.5)), top_k, true,
-                                     de->as<float>()};
+    diffrt::kernels::RouterSpec spec{true,  eps,  ds->as<float>(), float(std::pow(double(H), -0.5)),
+                                     top_k, true, de->as<float>()};
     kc::router_topk(nullptr, dr->as<float>(), H, M, H, spec, dp->as<float>(), E, didx.as<int32_t>(), dw.as<float>());
     std::vector<int32_t> idx(size_t(M) * top_k);
     didx.get(idx.data());
@@ -263,100 +274,111 @@ void register_cuda_kernels(nb::module_& parent) {
   });
 
   // x [M, H]; idx/weight [M, K]; gate_up [E * 2 Ie, H]; down [E * H, Ie] -> out [M, H]
-  m.def("grouped_experts", [](F32 x, I32 idx, F32 weight, F32 gate_up, F32 down, int E, int Ie,
-                              const std::string& dtype, bool tensor_cores) {
-    need(x.ndim() == 2 && idx.ndim() == 2 && weight.ndim() == 2 && gate_up.ndim() == 2 && down.ndim() == 2, "ndim");
-    const int64_t M = x.shape(0);
-    const int H = int(x.shape(1)), K = int(idx.shape(1));
-    need(int64_t(idx.shape(0)) == M && weight.shape(0) == idx.shape(0) && weight.shape(1) == idx.shape(1), "idx");
-    need(int64_t(gate_up.shape(0)) == int64_t(E) * 2 * Ie && int(gate_up.shape(1)) == H, "gate_up shape");
-    need(int64_t(down.shape(0)) == int64_t(E) * H && int(down.shape(1)) == Ie, "down shape");
-    for (size_t i = 0; i < idx.size(); ++i) need(idx.data()[i] >= 0 && idx.data()[i] < E, "expert id out of range");
-    auto dx = up(x), didx = up(idx), dw = up(weight);
-    DevMatrix gu(gate_up.data(), gate_up.shape(0), gate_up.shape(1), dtype);
-    DevMatrix dn(down.data(), down.shape(0), down.shape(1), dtype);
-    const int64_t slots = M * K;
-    Dev count(sizeof(int32_t) * E), offset(sizeof(int32_t) * (E + 1)), cursor(sizeof(int32_t) * E);
-    Dev slot_of(sizeof(int32_t) * slots), pos_of(sizeof(int32_t) * slots);
-    Dev tiles(sizeof(int32_t) * (2 * kc::moe_max_tiles(slots, E) + 1));
-    Dev xg(sizeof(float) * slots * H), hg(sizeof(float) * slots * 2 * Ie), yg(sizeof(float) * slots * H),
-        amax(sizeof(float) * slots);
-    kc::MoeScratch s;
-    s.count = count.as<int32_t>();
-    s.offset = offset.as<int32_t>();
-    s.cursor = cursor.as<int32_t>();
-    s.slot_of = slot_of.as<int32_t>();
-    s.pos_of = pos_of.as<int32_t>();
-    s.tiles = tiles.as<int32_t>();
-    s.xg = xg.as<float>();
-    s.hg = hg.as<float>();
-    s.yg = yg.as<float>();
-    s.amax = amax.as<float>();
-    Dev dout(sizeof(float) * M * H);
-    kc::grouped_experts(nullptr, dx->as<float>(), H, M, H, didx->as<int32_t>(), dw->as<float>(), K, E, Ie, gu.m, dn.m,
-                        diffrt::kernels::Activation::GeluTanh, s, dout.as<float>(), H, tensor_cores);
-    auto out = zeros_array<float>({size_t(M), size_t(H)});
-    dout.get(out.data());
-    return out;
-  }, nb::arg("x"), nb::arg("idx"), nb::arg("weight"), nb::arg("gate_up"), nb::arg("down"), nb::arg("E"),
-     nb::arg("Ie"), nb::arg("dtype") = "f32", nb::arg("tensor_cores") = false);
+  m.def(
+      "grouped_experts",
+      [](F32 x, I32 idx, F32 weight, F32 gate_up, F32 down, int E, int Ie, const std::string& dtype,
+         bool tensor_cores) {
+        need(x.ndim() == 2 && idx.ndim() == 2 && weight.ndim() == 2 && gate_up.ndim() == 2 && down.ndim() == 2, "ndim");
+        const int64_t M = x.shape(0);
+        const int H = int(x.shape(1)), K = int(idx.shape(1));
+        need(int64_t(idx.shape(0)) == M && weight.shape(0) == idx.shape(0) && weight.shape(1) == idx.shape(1), "idx");
+        need(int64_t(gate_up.shape(0)) == int64_t(E) * 2 * Ie && int(gate_up.shape(1)) == H, "gate_up shape");
+        need(int64_t(down.shape(0)) == int64_t(E) * H && int(down.shape(1)) == Ie, "down shape");
+        for (size_t i = 0; i < idx.size(); ++i) need(idx.data()[i] >= 0 && idx.data()[i] < E, "expert id out of range");
+        auto dx = up(x), didx = up(idx), dw = up(weight);
+        DevMatrix gu(gate_up.data(), gate_up.shape(0), gate_up.shape(1), dtype);
+        DevMatrix dn(down.data(), down.shape(0), down.shape(1), dtype);
+        const int64_t slots = M * K;
+        Dev count(sizeof(int32_t) * E), offset(sizeof(int32_t) * (E + 1)), cursor(sizeof(int32_t) * E);
+        Dev slot_of(sizeof(int32_t) * slots), pos_of(sizeof(int32_t) * slots);
+        Dev tiles(sizeof(int32_t) * (2 * kc::moe_max_tiles(slots, E) + 1));
+        Dev xg(sizeof(float) * slots * H), hg(sizeof(float) * slots * 2 * Ie), yg(sizeof(float) * slots * H),
+            amax(sizeof(float) * slots);
+        kc::MoeScratch s;
+        s.count = count.as<int32_t>();
+        s.offset = offset.as<int32_t>();
+        s.cursor = cursor.as<int32_t>();
+        s.slot_of = slot_of.as<int32_t>();
+        s.pos_of = pos_of.as<int32_t>();
+        s.tiles = tiles.as<int32_t>();
+        s.xg = xg.as<float>();
+        s.hg = hg.as<float>();
+        s.yg = yg.as<float>();
+        s.amax = amax.as<float>();
+        Dev dout(sizeof(float) * M * H);
+        kc::grouped_experts(nullptr, dx->as<float>(), H, M, H, didx->as<int32_t>(), dw->as<float>(), K, E, Ie, gu.m,
+                            dn.m, diffrt::kernels::Activation::GeluTanh, s, dout.as<float>(), H, tensor_cores);
+        auto out = zeros_array<float>({size_t(M), size_t(H)});
+        dout.get(out.data());
+        return out;
+      },
+      nb::arg("x"), nb::arg("idx"), nb::arg("weight"), nb::arg("gate_up"), nb::arg("down"), nb::arg("E"), nb::arg("Ie"),
+      nb::arg("dtype") = "f32", nb::arg("tensor_cores") = false);
 
   // Per row of raw [n, V]: (pl [n, V], argmax [n], entropy [n], sample [n]); row i draws from the
   // stream (seed, canvas, step, row = i // L, pos = i % L) — as _core.sampler.token_stats.
-  m.def("token_stats", [](F32 raw, float T, uint64_t seed, int canvas, int step, int L, bool round_bf16) {
-    need(raw.ndim() == 2 && L >= 1, "raw must be [n, V]");
-    const size_t n = raw.shape(0), V = raw.shape(1);
-    auto dr = up(raw);
-    Dev dpl(sizeof(float) * n * V), da(sizeof(int32_t) * n), dH(sizeof(float) * n), ds(sizeof(int32_t) * n);
-    std::vector<kc::RowParams> rows((n + L - 1) / L);
-    for (size_t r = 0; r < rows.size(); ++r)
-      rows[r] = row_params(seed, 0.1, T, canvas, step, int(r), false, round_bf16);
-    Dev dp(rows.data(), sizeof(kc::RowParams) * rows.size());
-    kc::token_stats(nullptr, dr->as<float>(), dpl.as<float>(), int64_t(n), int(V), L, dp.as<kc::RowParams>(),
-                    nullptr, da.as<int32_t>(), dH.as<float>(), ds.as<int32_t>());
-    auto pl = zeros_array<float>({n, V});
-    auto amax = zeros_array<int32_t>({n});
-    auto H = zeros_array<float>({n});
-    auto smp = zeros_array<int32_t>({n});
-    dpl.get(pl.data());
-    da.get(amax.data());
-    dH.get(H.data());
-    ds.get(smp.data());
-    return nb::make_tuple(pl, amax, H, smp);
-  }, nb::arg("raw"), nb::arg("T"), nb::arg("seed") = 0, nb::arg("canvas") = 0, nb::arg("step") = 0,
-     nb::arg("L") = 1 << 16, nb::arg("round_bf16") = false);
+  m.def(
+      "token_stats",
+      [](F32 raw, float T, uint64_t seed, int canvas, int step, int L, bool round_bf16) {
+        need(raw.ndim() == 2 && L >= 1, "raw must be [n, V]");
+        const size_t n = raw.shape(0), V = raw.shape(1);
+        auto dr = up(raw);
+        Dev dpl(sizeof(float) * n * V), da(sizeof(int32_t) * n), dH(sizeof(float) * n), ds(sizeof(int32_t) * n);
+        std::vector<kc::RowParams> rows((n + L - 1) / L);
+        for (size_t r = 0; r < rows.size(); ++r)
+          rows[r] = row_params(seed, 0.1, T, canvas, step, int(r), false, round_bf16);
+        Dev dp(rows.data(), sizeof(kc::RowParams) * rows.size());
+        kc::token_stats(nullptr, dr->as<float>(), dpl.as<float>(), int64_t(n), int(V), L, dp.as<kc::RowParams>(),
+                        nullptr, da.as<int32_t>(), dH.as<float>(), ds.as<int32_t>());
+        auto pl = zeros_array<float>({n, V});
+        auto amax = zeros_array<int32_t>({n});
+        auto H = zeros_array<float>({n});
+        auto smp = zeros_array<int32_t>({n});
+        dpl.get(pl.data());
+        da.get(amax.data());
+        dH.get(H.data());
+        ds.get(smp.data());
+        return nb::make_tuple(pl, amax, H, smp);
+      },
+      nb::arg("raw"), nb::arg("T"), nb::arg("seed") = 0, nb::arg("canvas") = 0, nb::arg("step") = 0,
+      nb::arg("L") = 1 << 16, nb::arg("round_bf16") = false);
 
   // H [B, L], sampled [B, L] -> (accepted [B, L] u8, canvas [B, L], mean_entropy [B])
-  m.def("accept_renoise", [](F32 H, I32 sampled, int V, double bound, uint64_t seed, int canvas, int step,
-                             std::optional<I32> tape) {
-    need(H.ndim() == 2 && sampled.ndim() == 2 && H.shape(0) == sampled.shape(0) && H.shape(1) == sampled.shape(1),
-         "shapes");
-    const int B = int(H.shape(0)), L = int(H.shape(1));
-    if (tape) need(tape->size() == H.size(), "tape must be [B, L]");
-    auto dH = up(H), ds = up(sampled);
-    std::unique_ptr<Dev> dt = tape ? up(*tape) : nullptr;
-    std::vector<kc::RowParams> rows(static_cast<size_t>(B));
-    for (int r = 0; r < B; ++r) rows[r] = row_params(seed, bound, 1.0f, canvas, step, r, tape.has_value(), false);
-    Dev dp(rows.data(), sizeof(kc::RowParams) * rows.size()), dacc(size_t(B) * L), dc(sizeof(int32_t) * B * L),
-        dm(sizeof(float) * B);
-    kc::accept_renoise(nullptr, dH->as<float>(), ds->as<int32_t>(), B, L, V, dp.as<kc::RowParams>(),
-                       dt ? dt->as<int32_t>() : nullptr, dacc.as<uint8_t>(), dc.as<int32_t>(), dm.as<float>());
-    auto acc = zeros_array<uint8_t>({size_t(B), size_t(L)});
-    auto cv = zeros_array<int32_t>({size_t(B), size_t(L)});
-    auto mean = zeros_array<float>({size_t(B)});
-    dacc.get(acc.data());
-    dc.get(cv.data());
-    dm.get(mean.data());
-    return nb::make_tuple(acc, cv, mean);
-  }, nb::arg("H"), nb::arg("sampled"), nb::arg("V"), nb::arg("bound"), nb::arg("seed") = 0, nb::arg("canvas") = 0,
-     nb::arg("step") = 0, nb::arg("tape").none() = nb::none());
+  m.def(
+      "accept_renoise",
+      [](F32 H, I32 sampled, int V, double bound, uint64_t seed, int canvas, int step, std::optional<I32> tape) {
+        need(H.ndim() == 2 && sampled.ndim() == 2 && H.shape(0) == sampled.shape(0) && H.shape(1) == sampled.shape(1),
+             "shapes");
+        const int B = int(H.shape(0)), L = int(H.shape(1));
+        if (tape) need(tape->size() == H.size(), "tape must be [B, L]");
+        auto dH = up(H), ds = up(sampled);
+        std::unique_ptr<Dev> dt = tape ? up(*tape) : nullptr;
+        std::vector<kc::RowParams> rows(static_cast<size_t>(B));
+        for (int r = 0; r < B; ++r) rows[r] = row_params(seed, bound, 1.0f, canvas, step, r, tape.has_value(), false);
+        Dev dp(rows.data(), sizeof(kc::RowParams) * rows.size()), dacc(size_t(B) * L), dc(sizeof(int32_t) * B * L),
+            dm(sizeof(float) * B);
+        kc::accept_renoise(nullptr, dH->as<float>(), ds->as<int32_t>(), B, L, V, dp.as<kc::RowParams>(),
+                           dt ? dt->as<int32_t>() : nullptr, dacc.as<uint8_t>(), dc.as<int32_t>(), dm.as<float>());
+        auto acc = zeros_array<uint8_t>({size_t(B), size_t(L)});
+        auto cv = zeros_array<int32_t>({size_t(B), size_t(L)});
+        auto mean = zeros_array<float>({size_t(B)});
+        dacc.get(acc.data());
+        dc.get(cv.data());
+        dm.get(mean.data());
+        return nb::make_tuple(acc, cv, mean);
+      },
+      nb::arg("H"), nb::arg("sampled"), nb::arg("V"), nb::arg("bound"), nb::arg("seed") = 0, nb::arg("canvas") = 0,
+      nb::arg("step") = 0, nb::arg("tape").none() = nb::none());
 
-  m.def("init_canvas", [](int B, int L, int V, uint64_t seed, int canvas) {
-    need(B >= 1 && L >= 1 && V >= 1, "sizes");
-    Dev dc(sizeof(int32_t) * B * L);
-    kc::init_canvas(nullptr, dc.as<int32_t>(), int64_t(B) * L, L, V, canvas, seed);
-    auto cv = zeros_array<int32_t>({size_t(B), size_t(L)});
-    dc.get(cv.data());
-    return cv;
-  }, nb::arg("B"), nb::arg("L"), nb::arg("V"), nb::arg("seed") = 0, nb::arg("canvas") = 0);
+  m.def(
+      "init_canvas",
+      [](int B, int L, int V, uint64_t seed, int canvas) {
+        need(B >= 1 && L >= 1 && V >= 1, "sizes");
+        Dev dc(sizeof(int32_t) * B * L);
+        kc::init_canvas(nullptr, dc.as<int32_t>(), int64_t(B) * L, L, V, canvas, seed);
+        auto cv = zeros_array<int32_t>({size_t(B), size_t(L)});
+        dc.get(cv.data());
+        return cv;
+      },
+      nb::arg("B"), nb::arg("L"), nb::arg("V"), nb::arg("seed") = 0, nb::arg("canvas") = 0);
 }

@@ -33,8 +33,9 @@ NB_MODULE(_cuda, m) {
   diffrt_py::register_error_translation();  // the same classes as the _core module
   m.def("device_count", &device_count, "Number of usable CUDA devices (0 without a driver or GPU).");
   m.def("device_name", &device_name, nb::arg("index") = 0);
-  m.def("cuda_available", [] { return device_count() > 0; },
-        "True when a CUDA driver and at least one device are usable (never raises).");
+  m.def(
+      "cuda_available", [] { return device_count() > 0; },
+      "True when a CUDA driver and at least one device are usable (never raises).");
   m.attr("built_with_cuda_version") = CUDART_VERSION;
   register_cuda_engine(m);
 }

@@ -38,8 +38,8 @@ void for_rows(ThreadPool& pool, int64_t rows, int64_t row_cost, F&& f) {
 
 }  // namespace
 
-void rms_norm(ThreadPool& pool, const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps,
-              float* y, int64_t ldy) {
+void rms_norm(ThreadPool& pool, const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps, float* y,
+              int64_t ldy) {
   const auto& ops = cpu::row_ops();
   for_rows(pool, rows, n, [&](int64_t r) { ops.rms_row(x + r * ldx, y + r * ldy, n, w, eps); });
 }

@@ -38,9 +38,7 @@ Matrix f32_matrix(const float* data, int64_t n, int64_t k, int64_t ld) {
 void decode_row(const Matrix& w, int64_t row, int64_t k0, int64_t count, float* out) {
   const uint8_t* p = w.row(row);
   switch (w.type) {
-    case GGMLType::F32:
-      std::memcpy(out, reinterpret_cast<const float*>(p) + k0, size_t(count) * sizeof(float));
-      break;
+    case GGMLType::F32: std::memcpy(out, reinterpret_cast<const float*>(p) + k0, size_t(count) * sizeof(float)); break;
     case GGMLType::BF16: {
       const uint16_t* h = reinterpret_cast<const uint16_t*>(p) + k0;
       for (int64_t i = 0; i < count; ++i) out[i] = bf16_to_f32(h[i]);
@@ -103,7 +101,10 @@ struct Path {
   PackFn pack_bf16_nk = nullptr;
   PackFn pack_f16_nk = nullptr;
   PackFn packer(GGMLType t) const {
-    return t == GGMLType::F32 ? pack_f32_nk : t == GGMLType::BF16 ? pack_bf16_nk : t == GGMLType::F16 ? pack_f16_nk : nullptr;
+    return t == GGMLType::F32    ? pack_f32_nk
+           : t == GGMLType::BF16 ? pack_bf16_nk
+           : t == GGMLType::F16  ? pack_f16_nk
+                                 : nullptr;
   }
 };
 

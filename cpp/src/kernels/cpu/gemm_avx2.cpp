@@ -129,8 +129,8 @@ void pack_f16_nk_avx2(const uint8_t* base, size_t row_bytes, int64_t n0, int nva
   pack_nk<GGMLType::F16>(base, row_bytes, n0, nvalid, k0, kc, bp);
 }
 
-void gemm_panel_avx2(int64_t M, int kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
-                     int nvalid, bool accumulate) {
+void gemm_panel_avx2(int64_t M, int kc, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, int nvalid,
+                     bool accumulate) {
   constexpr int MR = 6;
   int64_t m = 0;
   for (; m + MR <= M; m += MR) tile<MR>(kc, A + m * lda, lda, Bp, C + m * ldc, ldc, nvalid, accumulate);

@@ -88,8 +88,7 @@ inline void transpose16(__m512 r[16]) {
 
 }  // namespace
 
-void pack_f32_nk_avx512(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc,
-                        float* bp) {
+void pack_f32_nk_avx512(const uint8_t* base, size_t row_bytes, int64_t n0, int nvalid, int64_t k0, int kc, float* bp) {
   for (int j0 = 0; j0 < 32; j0 += 16) {
     for (int c0 = 0; c0 < kc; c0 += 16) {
       const int cols = kc - c0 < 16 ? kc - c0 : 16;
@@ -97,8 +96,9 @@ void pack_f32_nk_avx512(const uint8_t* base, size_t row_bytes, int64_t n0, int n
       __m512 r[16];
       for (int i = 0; i < 16; ++i) {
         const int j = j0 + i;
-        r[i] = j < nvalid ? _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(base + (n0 + j) * row_bytes) + k0 + c0)
-                          : _mm512_setzero_ps();
+        r[i] = j < nvalid
+                   ? _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(base + (n0 + j) * row_bytes) + k0 + c0)
+                   : _mm512_setzero_ps();
       }
       transpose16(r);  // r[c] = column c0 + c of the 16 rows
       for (int c = 0; c < cols; ++c) _mm512_store_ps(bp + (c0 + c) * 32 + j0, r[c]);

@@ -53,18 +53,13 @@ const PackedKernels& kernels_for(CpuPath p) {
 #endif
   switch (p) {
 #if defined(DIFFRT_X86)
-    case CpuPath::Amx:
-      return amx;
-    case CpuPath::Avx512:
-      return avx512;
-    case CpuPath::Avx2:
-      return avx2;
+    case CpuPath::Amx: return amx;
+    case CpuPath::Avx512: return avx512;
+    case CpuPath::Avx2: return avx2;
 #elif defined(DIFFRT_ARM64)
-    case CpuPath::Neon:
-      return neon;
+    case CpuPath::Neon: return neon;
 #endif
-    default:
-      return portable;
+    default: return portable;
   }
 }
 

@@ -184,7 +184,8 @@ void quant(const float* x, int64_t k, int64_t k_pad, bool shift, int8_t* out, fl
   for (i = 0; i + 8 <= k; i += 8) {
     __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));  // round to nearest even
     q = _mm256_min_epi32(_mm256_max_epi32(q, lo), hi);
-    __m256i p = _mm256_xor_si256(_mm256_packs_epi16(_mm256_packs_epi32(q, q), _mm256_packs_epi32(q, q)), flip);  // lane: q0..q3 | q4..q7
+    __m256i p = _mm256_xor_si256(_mm256_packs_epi16(_mm256_packs_epi32(q, q), _mm256_packs_epi32(q, q)),
+                                 flip);  // lane: q0..q3 | q4..q7
     int32_t w0 = _mm_cvtsi128_si32(_mm256_castsi256_si128(p)), w1 = _mm_cvtsi128_si32(_mm256_extracti128_si256(p, 1));
     std::memcpy(out + i, &w0, 4);
     std::memcpy(out + i + 4, &w1, 4);

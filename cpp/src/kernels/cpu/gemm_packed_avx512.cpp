@@ -115,14 +115,10 @@ template <int MR>
 void bf16_rows(const PackedMatrix& w, const uint16_t* a, int64_t lda, int64_t nb, int nbw, int64_t g0, int64_t g1,
                float* y, int64_t ldy) {
   switch (nbw) {
-    case 4:
-      return bf16_tile<MR, 4>(w, a, lda, nb, g0, g1, y, ldy);
-    case 3:
-      return bf16_tile<MR, 3>(w, a, lda, nb, g0, g1, y, ldy);
-    case 2:
-      return bf16_tile<MR, 2>(w, a, lda, nb, g0, g1, y, ldy);
-    default:
-      return bf16_tile<MR, 1>(w, a, lda, nb, g0, g1, y, ldy);
+    case 4: return bf16_tile<MR, 4>(w, a, lda, nb, g0, g1, y, ldy);
+    case 3: return bf16_tile<MR, 3>(w, a, lda, nb, g0, g1, y, ldy);
+    case 2: return bf16_tile<MR, 2>(w, a, lda, nb, g0, g1, y, ldy);
+    default: return bf16_tile<MR, 1>(w, a, lda, nb, g0, g1, y, ldy);
   }
 }
 
@@ -130,14 +126,10 @@ template <int MR>
 void int8_rows(const PackedMatrix& w, const int8_t* a, int64_t lda, const float* s, int64_t nb, int nbw, int64_t g0,
                int64_t g1, float* y, int64_t ldy) {
   switch (nbw) {
-    case 4:
-      return int8_tile<MR, 4>(w, a, lda, s, nb, g0, g1, y, ldy);
-    case 3:
-      return int8_tile<MR, 3>(w, a, lda, s, nb, g0, g1, y, ldy);
-    case 2:
-      return int8_tile<MR, 2>(w, a, lda, s, nb, g0, g1, y, ldy);
-    default:
-      return int8_tile<MR, 1>(w, a, lda, s, nb, g0, g1, y, ldy);
+    case 4: return int8_tile<MR, 4>(w, a, lda, s, nb, g0, g1, y, ldy);
+    case 3: return int8_tile<MR, 3>(w, a, lda, s, nb, g0, g1, y, ldy);
+    case 2: return int8_tile<MR, 2>(w, a, lda, s, nb, g0, g1, y, ldy);
+    default: return int8_tile<MR, 1>(w, a, lda, s, nb, g0, g1, y, ldy);
   }
 }
 
@@ -152,24 +144,12 @@ void bf16_block(const PackedMatrix& w, const uint16_t* a, int64_t lda, int64_t M
         const uint16_t* am = a + m * lda;
         float* ym = y + m * ldy;
         switch (std::min<int64_t>(kMR, M - m)) {
-          case 6:
-            bf16_rows<6>(w, am, lda, nb, nbw, g0, g1, ym, ldy);
-            break;
-          case 5:
-            bf16_rows<5>(w, am, lda, nb, nbw, g0, g1, ym, ldy);
-            break;
-          case 4:
-            bf16_rows<4>(w, am, lda, nb, nbw, g0, g1, ym, ldy);
-            break;
-          case 3:
-            bf16_rows<3>(w, am, lda, nb, nbw, g0, g1, ym, ldy);
-            break;
-          case 2:
-            bf16_rows<2>(w, am, lda, nb, nbw, g0, g1, ym, ldy);
-            break;
-          default:
-            bf16_rows<1>(w, am, lda, nb, nbw, g0, g1, ym, ldy);
-            break;
+          case 6: bf16_rows<6>(w, am, lda, nb, nbw, g0, g1, ym, ldy); break;
+          case 5: bf16_rows<5>(w, am, lda, nb, nbw, g0, g1, ym, ldy); break;
+          case 4: bf16_rows<4>(w, am, lda, nb, nbw, g0, g1, ym, ldy); break;
+          case 3: bf16_rows<3>(w, am, lda, nb, nbw, g0, g1, ym, ldy); break;
+          case 2: bf16_rows<2>(w, am, lda, nb, nbw, g0, g1, ym, ldy); break;
+          default: bf16_rows<1>(w, am, lda, nb, nbw, g0, g1, ym, ldy); break;
         }
       }
     }
@@ -187,24 +167,12 @@ void int8_block(const PackedMatrix& w, const int8_t* a, int64_t lda, int64_t M, 
         const int8_t* am = a + m * lda;
         float* ym = y + m * ldy;
         switch (std::min<int64_t>(kMR, M - m)) {
-          case 6:
-            int8_rows<6>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy);
-            break;
-          case 5:
-            int8_rows<5>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy);
-            break;
-          case 4:
-            int8_rows<4>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy);
-            break;
-          case 3:
-            int8_rows<3>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy);
-            break;
-          case 2:
-            int8_rows<2>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy);
-            break;
-          default:
-            int8_rows<1>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy);
-            break;
+          case 6: int8_rows<6>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy); break;
+          case 5: int8_rows<5>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy); break;
+          case 4: int8_rows<4>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy); break;
+          case 3: int8_rows<3>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy); break;
+          case 2: int8_rows<2>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy); break;
+          default: int8_rows<1>(w, am, lda, s + m, nb, nbw, g0, g1, ym, ldy); break;
         }
       }
     }

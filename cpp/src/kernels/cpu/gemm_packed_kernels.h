@@ -39,7 +39,7 @@ PackedKernels packed_kernels_avx2();
 PackedKernels packed_kernels_avx512();
 PackedKernels packed_kernels_amx();
 PackedKernels packed_kernels_neon();  // int8 by SMMLA, SDOT or SMULL, as this CPU has them
-ToBf16Fn avx512_to_bf16();  // shared with the AMX path
+ToBf16Fn avx512_to_bf16();            // shared with the AMX path
 QuantFn avx512_quant();
 
 }  // namespace diffrt::kernels::cpu

@@ -27,8 +27,8 @@ inline void step(int32x4_t (&acc)[MR][4], const int8x16_t (&av)[MR], const int8_
 }
 
 template <int MR>
-void tile(const PackedMatrix& w, const int8_t* a, int64_t lda, const float* a_scale, int64_t nb, int64_t g0,
-          int64_t g1, float* y, int64_t ldy) {
+void tile(const PackedMatrix& w, const int8_t* a, int64_t lda, const float* a_scale, int64_t nb, int64_t g0, int64_t g1,
+          float* y, int64_t ldy) {
   int32x4_t acc[MR][4];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = vdupq_n_s32(0);

@@ -61,8 +61,8 @@ void tile(const PackedMatrix& w, const int8_t* a, int64_t lda, int rows, const f
 
 }  // namespace
 
-void int8_block_neon_i8mm(const PackedMatrix& w, const int8_t* a, int64_t lda, int64_t M, const float* s,
-                          int64_t nb0, int64_t nb1, float* y, int64_t ldy) {
+void int8_block_neon_i8mm(const PackedMatrix& w, const int8_t* a, int64_t lda, int64_t M, const float* s, int64_t nb0,
+                          int64_t nb1, float* y, int64_t ldy) {
   // Row tiles of up to 4 rows run as 1 or 2 row pairs.
   for_tiles<4>(M, w.k_pad / 4, nb0, nb1, [&](auto R, int64_t m, int64_t nb, int64_t g0, int64_t g1) {
     constexpr int rows = decltype(R)::value;

@@ -20,7 +20,8 @@ void router_topk(ThreadPool& pool, const float* r, int64_t ldr, int64_t M, int H
     for (int i = 0; i < H; ++i) z[t * H + i] = (z[t * H + i] * (spec.in_scale ? spec.in_scale[i] : 1.f)) * spec.in_mul;
   gemm(pool, z, H, M, proj, scores, E);
   softmax_rows(pool, scores, E, M, E);
-  for (int64_t t = 0; t < M; ++t) select_experts(scores + t * E, E, spec, idx + t * spec.top_k, weight + t * spec.top_k);
+  for (int64_t t = 0; t < M; ++t)
+    select_experts(scores + t * E, E, spec, idx + t * spec.top_k, weight + t * spec.top_k);
 }
 
 void grouped_experts(ThreadPool& pool, const float* x, int64_t ldx, int64_t M, int H, const int32_t* idx,

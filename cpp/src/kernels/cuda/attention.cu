@@ -105,7 +105,8 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttentionArgs a
   for (int u = 0; u < DPT; ++u) {
     const int d = threadIdx.x + u * blockDim.x;
     if (d >= hd) continue;
-    for (int s = 0; s < nq; ++s) a.out[(int64_t(b) * a.n_q + s0 + s) * a.ldo + int64_t(h) * hd + d] = acc[u][s] * invs[s];
+    for (int s = 0; s < nq; ++s)
+      a.out[(int64_t(b) * a.n_q + s0 + s) * a.ldo + int64_t(h) * hd + d] = acc[u][s] * invs[s];
   }
 }
 

@@ -32,11 +32,17 @@ __device__ __forceinline__ float round_bf16(float x) {
 template <class T>
 __device__ __forceinline__ float load_w(const T* p, int64_t i);
 template <>
-__device__ __forceinline__ float load_w<float>(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float load_w<float>(const float* p, int64_t i) {
+  return p[i];
+}
 template <>
-__device__ __forceinline__ float load_w<uint16_t>(const uint16_t* p, int64_t i) { return bf16_bits_to_f32(p[i]); }
+__device__ __forceinline__ float load_w<uint16_t>(const uint16_t* p, int64_t i) {
+  return bf16_bits_to_f32(p[i]);
+}
 template <>
-__device__ __forceinline__ float load_w<int8_t>(const int8_t* p, int64_t i) { return float(p[i]); }
+__device__ __forceinline__ float load_w<int8_t>(const int8_t* p, int64_t i) {
+  return float(p[i]);
+}
 
 // Block-wide sum (every thread gets the result). `sh`: blockDim.x / 32 elements of shared memory.
 template <class T>

@@ -172,8 +172,7 @@ CudaSession::~CudaSession() {
 void CudaSession::sync() { DIFFRT_CUDA_CHECK(cudaStreamSynchronize(st_)); }
 
 void CudaSession::upload_n_cached() {
-  DIFFRT_CUDA_CHECK(
-      cudaMemcpyAsync(d_n_cached_, n_cached_.data(), sizeof(int) * batch_, cudaMemcpyHostToDevice, st_));
+  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(d_n_cached_, n_cached_.data(), sizeof(int) * batch_, cudaMemcpyHostToDevice, st_));
   sync();  // the host mirror may change again before the copy would run
 }
 

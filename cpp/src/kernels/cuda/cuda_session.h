@@ -60,10 +60,9 @@ class CudaSession final : public Session {
   // ---- benchmarks and tests ----
   void set_canvas(const int32_t* canvas);               // host [B, L] -> device canvas (and argmax)
   void random_canvas(int canvas_index, uint64_t seed);  // Init stream, as generate()
-  void step_all(const StepParams& p, bool use_graph);  // results stay on the device (read_step)
+  void step_all(const StepParams& p, bool use_graph);   // results stay on the device (read_step)
   // Host copies of the last step's results ([B, L] each; nullptr skips).
-  void read_step(int32_t* canvas, int32_t* argmax, float* entropy, uint8_t* accepted, int32_t* sampled,
-                 float* logits);
+  void read_step(int32_t* canvas, int32_t* argmax, float* entropy, uint8_t* accepted, int32_t* sampled, float* logits);
   // Mean wall time of n steps in ms (after one warm-up step), timed with CUDA events.
   float time_steps(int n, const StepParams& p, bool use_graph);
   // One step of plain launches with CUDA events around every op: where a step's time goes, most
@@ -77,9 +76,9 @@ class CudaSession final : public Session {
   T* take(size_t n);
   template <class T>
   T* take_host(size_t n);  // pinned
-  struct Ops;  // the op set of models/diffusion_gemma_passes.h on this session's buffers
+  struct Ops;              // the op set of models/diffusion_gemma_passes.h on this session's buffers
   void decoder_pass(const int32_t* canvas, const float* self_cond, const uint8_t* sc_rows, int n_rows);
-  void upload_rows(const RowStep* rows, bool round_bf16);  // per-row settings and tapes -> device
+  void upload_rows(const RowStep* rows, bool round_bf16);                     // per-row settings and tapes -> device
   int launch_rows(const RowStep* rows, bool self_cond_bf16, bool use_graph);  // checks, upload, run
   // The step over rows 0..n_rows-1: a graph per (self-conditioning mode, row count), captured on
   // first use and replayed, or plain launches.
@@ -109,13 +108,13 @@ class CudaSession final : public Session {
   size_t bytes_ = 0;
   std::vector<int> n_cached_;  // host mirror of d_n_cached_
 
-  dg::Activations a_;  // [M = batch * L][width]
-  float* scores_;      // attention scores
+  dg::Activations a_;                        // [M = batch * L][width]
+  float* scores_;                            // attention scores
   kernels::cuda::GemmScratch gemm_scratch_;  // W8A8 row scales [M * top_k], split-K parts
   kernels::cuda::MoeScratch moe_;
-  float* sc_;          // [M][V] processed logits of the last step (the next self-conditioning)
-  float* h_logits_ = nullptr;     // pinned host copy of the logits (denoise(), allocated by its first call)
-  std::vector<float*> kc_, vc_;   // per layer, [batch][kv][cap][hd]
+  float* sc_;                    // [M][V] processed logits of the last step (the next self-conditioning)
+  float* h_logits_ = nullptr;    // pinned host copy of the logits (denoise(), allocated by its first call)
+  std::vector<float*> kc_, vc_;  // per layer, [batch][kv][cap][hd]
   std::vector<int> cap_;
   std::vector<int64_t> row_stride_;
   float* kv_tmp_;
@@ -134,7 +133,7 @@ class CudaSession final : public Session {
   std::vector<RowStep> all_rows_;  // step_all's settings
 
   int32_t *h_rows_ = nullptr, *h_chunk_ = nullptr;  // encode()'s staging: [batch], [batch * L]
-  std::vector<cudaGraphExec_t> graph_exec_;  // [self_cond * batch + n_rows - 1]
+  std::vector<cudaGraphExec_t> graph_exec_;         // [self_cond * batch + n_rows - 1]
   bool graph_broken_ = false, graph_used_ = false;
   bool profiling_ = false;
   std::vector<cudaEvent_t> prof_events_;  // pairs: before, after

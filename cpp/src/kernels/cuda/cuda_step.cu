@@ -17,8 +17,10 @@ void CudaSession::start_canvas(int row, const int32_t* tokens) {
   n_cached(row);  // range check
   const int L = model_->config().canvas_length;
   check_canvas_tokens(tokens, L, model_->config().n_vocab);
-  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(canvas_ + int64_t(row) * L, tokens, sizeof(int32_t) * L, cudaMemcpyHostToDevice, st_));
-  DIFFRT_CUDA_CHECK(cudaMemcpyAsync(amax_ + int64_t(row) * L, tokens, sizeof(int32_t) * L, cudaMemcpyHostToDevice, st_));
+  DIFFRT_CUDA_CHECK(
+      cudaMemcpyAsync(canvas_ + int64_t(row) * L, tokens, sizeof(int32_t) * L, cudaMemcpyHostToDevice, st_));
+  DIFFRT_CUDA_CHECK(
+      cudaMemcpyAsync(amax_ + int64_t(row) * L, tokens, sizeof(int32_t) * L, cudaMemcpyHostToDevice, st_));
   sync();  // `tokens` is the caller's (pageable) memory
 }
 
@@ -61,8 +63,7 @@ void CudaSession::upload_rows(const RowStep* rows, bool round_bf16) {
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(params_, h_params_, sizeof(kc::RowParams) * batch_, cudaMemcpyHostToDevice, st_));
   DIFFRT_CUDA_CHECK(cudaMemcpyAsync(sc_rows_, h_sc_rows_, batch_, cudaMemcpyHostToDevice, st_));
   if (any_tape)
-    DIFFRT_CUDA_CHECK(
-        cudaMemcpyAsync(tape_, h_tape_, sizeof(int32_t) * 2 * batch_ * L, cudaMemcpyHostToDevice, st_));
+    DIFFRT_CUDA_CHECK(cudaMemcpyAsync(tape_, h_tape_, sizeof(int32_t) * 2 * batch_ * L, cudaMemcpyHostToDevice, st_));
 }
 
 void CudaSession::launch_step(bool self_cond, int n_rows) {
@@ -210,7 +211,8 @@ void CudaSession::prof_mark(const char* name, int64_t n, int64_t k) {
     return;  // a missing pair is dropped when the profile is read
   }
   prof_events_.push_back(e);
-  if (name) prof_names_.push_back(n >= 0 ? std::string(name) + " " + std::to_string(n) + "x" + std::to_string(k) : name);
+  if (name)
+    prof_names_.push_back(n >= 0 ? std::string(name) + " " + std::to_string(n) + "x" + std::to_string(k) : name);
 }
 
 std::vector<OpProfile> CudaSession::profile_step(const StepParams& p) {

@@ -25,8 +25,7 @@ __device__ float rms_inverse(const float* xr, int n, float eps, double* sh) {
   return 1.0f / sqrtf(ms + eps);
 }
 
-__global__ void rms_norm_kernel(const float* x, int64_t ldx, int n, const float* w, float eps, float* y,
-                                int64_t ldy) {
+__global__ void rms_norm_kernel(const float* x, int64_t ldx, int n, const float* w, float eps, float* y, int64_t ldy) {
   __shared__ double sh[32];
   const float* xr = x + int64_t(blockIdx.x) * ldx;
   float* yr = y + int64_t(blockIdx.x) * ldy;
@@ -39,8 +38,8 @@ __device__ __forceinline__ float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(beta * (x + kappa * x * x * x)));
 }
 
-__global__ void gelu_mul_kernel(const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int n,
-                                float* h, int64_t ldh) {
+__global__ void gelu_mul_kernel(const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int n, float* h,
+                                int64_t ldh) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * n) return;
   const int64_t r = i / n, c = i % n;
@@ -218,14 +217,14 @@ void embed(cudaStream_t st, const DMatrix& E, const int32_t* ids, int64_t n, flo
   if (n <= 0) return;
   if (E.type == WType::I8 && !E.scale) throw CudaError("cuda::embed: int8 embedding without scales");
   if (E.type == WType::BF16)
-    embed_kernel<uint16_t><<<unsigned(n), kBlock, 0, st>>>(static_cast<const uint16_t*>(E.data), nullptr, E.ld, E.k,
-                                                           ids, scale, out);
+    embed_kernel<uint16_t>
+        <<<unsigned(n), kBlock, 0, st>>>(static_cast<const uint16_t*>(E.data), nullptr, E.ld, E.k, ids, scale, out);
   else if (E.type == WType::I8)
-    embed_kernel<int8_t><<<unsigned(n), kBlock, 0, st>>>(static_cast<const int8_t*>(E.data), E.scale, E.ld, E.k, ids,
-                                                         scale, out);
+    embed_kernel<int8_t>
+        <<<unsigned(n), kBlock, 0, st>>>(static_cast<const int8_t*>(E.data), E.scale, E.ld, E.k, ids, scale, out);
   else
-    embed_kernel<float><<<unsigned(n), kBlock, 0, st>>>(static_cast<const float*>(E.data), nullptr, E.ld, E.k, ids,
-                                                        scale, out);
+    embed_kernel<float>
+        <<<unsigned(n), kBlock, 0, st>>>(static_cast<const float*>(E.data), nullptr, E.ld, E.k, ids, scale, out);
   DIFFRT_CUDA_LAUNCHED("cuda::embed");
 }
 

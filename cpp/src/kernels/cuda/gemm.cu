@@ -88,8 +88,9 @@ __device__ void simt_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
 // a_at(row, k) / b_at(row, k): the (32-byte aligned) address of a fragment's first element; ld: its
 // row stride in elements.
 template <class E, class Acc, class APtr, class BPtr>
-__device__ __forceinline__ void warp_mma(APtr a_at, BPtr b_at, unsigned ld, int wm, int wn,
-                                         nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, Acc> (&acc)[2][2]) {
+__device__ __forceinline__ void warp_mma(
+    APtr a_at, BPtr b_at, unsigned ld, int wm, int wn,
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, Acc> (&acc)[2][2]) {
   using namespace nvcuda;
 #pragma unroll
   for (int kk = 0; kk < TBK; kk += 16) {
@@ -107,8 +108,9 @@ __device__ __forceinline__ void warp_mma(APtr a_at, BPtr b_at, unsigned ld, int 
 }
 
 template <class Acc>
-__device__ __forceinline__ void store_acc(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, Acc> (&acc)[2][2],
-                                          Acc (*Cs)[BN + 4], int wm, int wn) {
+__device__ __forceinline__ void store_acc(
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, Acc> (&acc)[2][2], Acc (*Cs)[BN + 4], int wm,
+    int wn) {
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -184,8 +186,8 @@ __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
           }
         } else {
           for (int u = 0; u < 8; ++u)
-            Bs[n][kq + u] = (gn < N && gk + u < K) ? w_bf16<T>(W, scale, gn * ldw + gk + u, gn)
-                                                   : __float2bfloat16_rn(0.f);
+            Bs[n][kq + u] =
+                (gn < N && gk + u < K) ? w_bf16<T>(W, scale, gn * ldw + gk + u, gn) : __float2bfloat16_rn(0.f);
         }
       }
     } else {
@@ -196,8 +198,8 @@ __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
       }
     }
     __syncthreads();
-    warp_mma<__nv_bfloat16>([&](int r, int k) { return &As[r][k]; }, [&](int r, int k) { return &Bs[r][k]; },
-                            TBK + 8, wm, wn, acc);
+    warp_mma<__nv_bfloat16>([&](int r, int k) { return &As[r][k]; }, [&](int r, int k) { return &Bs[r][k]; }, TBK + 8,
+                            wm, wn, acc);
     __syncthreads();
   }
   store_acc(acc, Cs, wm, wn);
@@ -214,18 +216,18 @@ __device__ void wmma_tile(const float* __restrict__ A, int64_t lda, int64_t M, c
 
 // blockIdx.z: the part of K (split-K) of [z * k_part, (z + 1) * k_part), written to C + z * c_part.
 template <class T>
-__global__ void __launch_bounds__(256) simt_gemm_kernel(const float* A, int64_t lda, int64_t M, const T* W,
-                                                        const float* scale, int64_t N, int64_t K, int64_t ldw, bool kn,
-                                                        float* C, int64_t ldc, int64_t k_part, int64_t c_part) {
+__global__ void __launch_bounds__(256)
+    simt_gemm_kernel(const float* A, int64_t lda, int64_t M, const T* W, const float* scale, int64_t N, int64_t K,
+                     int64_t ldw, bool kn, float* C, int64_t ldc, int64_t k_part, int64_t c_part) {
   const int64_t k0 = int64_t(blockIdx.z) * k_part, k1 = min(K, k0 + k_part);
   simt_tile<T>(A, lda, M, W, scale, N, k1, ldw, kn, C + blockIdx.z * c_part, ldc, int64_t(blockIdx.x) * BM,
                int64_t(blockIdx.y) * BN, k0);
 }
 
 template <class T>
-__global__ void __launch_bounds__(128) wmma_gemm_kernel(const float* A, int64_t lda, int64_t M, const T* W,
-                                                        const float* scale, int64_t N, int64_t K, int64_t ldw, bool kn,
-                                                        float* C, int64_t ldc, int64_t k_part, int64_t c_part) {
+__global__ void __launch_bounds__(128)
+    wmma_gemm_kernel(const float* A, int64_t lda, int64_t M, const T* W, const float* scale, int64_t N, int64_t K,
+                     int64_t ldw, bool kn, float* C, int64_t ldc, int64_t k_part, int64_t c_part) {
   const int64_t k0 = int64_t(blockIdx.z) * k_part, k1 = min(K, k0 + k_part);
   wmma_tile<T>(A, lda, M, W, scale, N, k1, ldw, kn, C + blockIdx.z * c_part, ldc, int64_t(blockIdx.x) * BM,
                int64_t(blockIdx.y) * BN, k0);
@@ -243,10 +245,9 @@ __global__ void splitk_sum_kernel(const float* part, int parts, int64_t M, int64
 // Grouped: blockIdx.y is a tile of the device-built list tiles = [count, (expert, first row)...];
 // expert e owns rows [offset[e], offset[e+1]) of A and C and the weight rows [e*N, (e+1)*N).
 template <class T, bool TC>
-__global__ void __launch_bounds__(TC ? 128 : 256) grouped_gemm_kernel(const float* A, int64_t lda, const T* W,
-                                                                      const float* scale, int64_t N, int64_t K,
-                                                                      int64_t ldw, const int32_t* offset,
-                                                                      const int32_t* tiles, float* C, int64_t ldc) {
+__global__ void __launch_bounds__(TC ? 128 : 256)
+    grouped_gemm_kernel(const float* A, int64_t lda, const T* W, const float* scale, int64_t N, int64_t K, int64_t ldw,
+                        const int32_t* offset, const int32_t* tiles, float* C, int64_t ldc) {
   const int t = blockIdx.y;
   if (t >= tiles[0]) return;
   const int e = tiles[1 + 2 * t], m0 = tiles[2 + 2 * t];
@@ -300,8 +301,7 @@ __device__ void i8_tile(const float* __restrict__ A, int64_t lda, int64_t M, con
       if (vec_w && gn < N && gk + 7 < K) {
         *reinterpret_cast<uint2*>(&Bs[kq / 16][n][kq % 16]) = *reinterpret_cast<const uint2*>(W + gn * ldw + gk);
       } else {
-        for (int u = 0; u < 8; ++u)
-          Bs[kq / 16][n][kq % 16 + u] = (gn < N && gk + u < K) ? W[gn * ldw + gk + u] : 0;
+        for (int u = 0; u < 8; ++u) Bs[kq / 16][n][kq % 16 + u] = (gn < N && gk + u < K) ? W[gn * ldw + gk + u] : 0;
       }
     }
     __syncthreads();
@@ -321,16 +321,15 @@ __device__ void i8_tile(const float* __restrict__ A, int64_t lda, int64_t M, con
 #endif
 }
 
-__global__ void __launch_bounds__(128) i8_gemm_kernel(const float* A, int64_t lda, int64_t M, const float* amax,
-                                                      const int8_t* W, const float* scale, int64_t N, int64_t K,
-                                                      int64_t ldw, float* C, int64_t ldc) {
+__global__ void __launch_bounds__(128)
+    i8_gemm_kernel(const float* A, int64_t lda, int64_t M, const float* amax, const int8_t* W, const float* scale,
+                   int64_t N, int64_t K, int64_t ldw, float* C, int64_t ldc) {
   i8_tile(A, lda, M, amax, W, scale, N, K, ldw, C, ldc, int64_t(blockIdx.x) * BM, int64_t(blockIdx.y) * BN);
 }
 
-__global__ void __launch_bounds__(128) grouped_i8_kernel(const float* A, int64_t lda, const float* amax,
-                                                         const int8_t* W, const float* scale, int64_t N, int64_t K,
-                                                         int64_t ldw, const int32_t* offset, const int32_t* tiles,
-                                                         float* C, int64_t ldc) {
+__global__ void __launch_bounds__(128)
+    grouped_i8_kernel(const float* A, int64_t lda, const float* amax, const int8_t* W, const float* scale, int64_t N,
+                      int64_t K, int64_t ldw, const int32_t* offset, const int32_t* tiles, float* C, int64_t ldc) {
   const int t = blockIdx.y;
   if (t >= tiles[0]) return;
   const int e = tiles[1 + 2 * t], m0 = tiles[2 + 2 * t];
@@ -353,7 +352,8 @@ __global__ void row_amax_kernel(const float* x, int64_t ldx, int64_t K, float* a
 bool tensor_cores_usable() {
   static const bool ok = [] {
     int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
       cudaGetLastError();
       return false;
     }
@@ -366,9 +366,7 @@ bool tensor_cores_usable() {
 // its few output tiles would each run K/32 steps on a mostly idle GPU. The parts depend on K alone,
 // never on M, so a row's sums (and its tokens) do not depend on how many rows share the step.
 constexpr int64_t kSplitMinK = 32768, kSplitParts = 8;
-int splitk_parts(int64_t K, const GemmScratch* s) {
-  return s && s->splitk && K >= kSplitMinK ? int(kSplitParts) : 1;
-}
+int splitk_parts(int64_t K, const GemmScratch* s) { return s && s->splitk && K >= kSplitMinK ? int(kSplitParts) : 1; }
 
 // W8A8 applies to an a8 NK int8 matrix when the tensor cores may be used.
 bool use_w8a8(const DMatrix& w, bool allow_bf16_act, float* act_amax) {
@@ -385,22 +383,22 @@ void launch_gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const 
   if (w.type == WType::BF16) {
     const auto* W = static_cast<const uint16_t*>(w.data);
     if (tc)
-      wmma_gemm_kernel<uint16_t><<<grid, 128, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, out, ldc, k_part,
-                                                       c_part);
+      wmma_gemm_kernel<uint16_t>
+          <<<grid, 128, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
     else
-      simt_gemm_kernel<uint16_t><<<grid, 256, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, out, ldc, k_part,
-                                                       c_part);
+      simt_gemm_kernel<uint16_t>
+          <<<grid, 256, 0, st>>>(x, ldx, M, W, nullptr, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
   } else if (w.type == WType::I8) {
     const auto* W = static_cast<const int8_t*>(w.data);
     if (tc)
-      wmma_gemm_kernel<int8_t><<<grid, 128, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, out, ldc, k_part,
-                                                     c_part);
+      wmma_gemm_kernel<int8_t>
+          <<<grid, 128, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
     else
-      simt_gemm_kernel<int8_t><<<grid, 256, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, out, ldc, k_part,
-                                                     c_part);
+      simt_gemm_kernel<int8_t>
+          <<<grid, 256, 0, st>>>(x, ldx, M, W, w.scale, w.n, w.k, w.ld, w.kn, out, ldc, k_part, c_part);
   } else {
-    simt_gemm_kernel<float><<<grid, 256, 0, st>>>(x, ldx, M, static_cast<const float*>(w.data), nullptr, w.n, w.k,
-                                                  w.ld, w.kn, out, ldc, k_part, c_part);
+    simt_gemm_kernel<float><<<grid, 256, 0, st>>>(x, ldx, M, static_cast<const float*>(w.data), nullptr, w.n, w.k, w.ld,
+                                                  w.kn, out, ldc, k_part, c_part);
   }
   DIFFRT_CUDA_LAUNCHED("cuda::gemm");
 }
@@ -437,8 +435,8 @@ void gemm(cudaStream_t st, const float* x, int64_t ldx, int64_t M, const DMatrix
       const int64_t mc = std::min(chunk, M - m0);
       const dim3 g(unsigned((mc + BM - 1) / BM), grid.y, unsigned(n_parts));
       launch_gemm(st, x + m0 * ldx, ldx, mc, w, tc, scratch->splitk, w.n, k_part, mc * w.n, g);
-      splitk_sum_kernel<<<blocks_for(mc * w.n), kBlock, 0, st>>>(scratch->splitk, int(n_parts), mc, w.n,
-                                                                 y + m0 * ldy, ldy);
+      splitk_sum_kernel<<<blocks_for(mc * w.n), kBlock, 0, st>>>(scratch->splitk, int(n_parts), mc, w.n, y + m0 * ldy,
+                                                                 ldy);
       DIFFRT_CUDA_LAUNCHED("cuda::gemm split-K sum");
     }
     return;
@@ -464,8 +462,8 @@ void grouped_gemm(cudaStream_t st, const float* x, int64_t ldx, const DMatrix& w
   const int64_t N = n_per_expert, K = w_all.k, ld = w_all.ld;
   if (use_w8a8(w_all, allow_bf16_act, act_amax)) {
     row_amax(st, x, ldx, n_rows, K, act_amax);
-    grouped_i8_kernel<<<grid, 128, 0, st>>>(x, ldx, act_amax, static_cast<const int8_t*>(w_all.data), w_all.scale, N,
-                                            K, ld, offset, tiles, y, ldy);
+    grouped_i8_kernel<<<grid, 128, 0, st>>>(x, ldx, act_amax, static_cast<const int8_t*>(w_all.data), w_all.scale, N, K,
+                                            ld, offset, tiles, y, ldy);
   } else if (w_all.type == WType::BF16) {
     const auto* W = static_cast<const uint16_t*>(w_all.data);
     if (tc)
@@ -477,11 +475,10 @@ void grouped_gemm(cudaStream_t st, const float* x, int64_t ldx, const DMatrix& w
     if (tc)
       grouped_gemm_kernel<int8_t, true><<<grid, 128, 0, st>>>(x, ldx, W, w_all.scale, N, K, ld, offset, tiles, y, ldy);
     else
-      grouped_gemm_kernel<int8_t, false><<<grid, 256, 0, st>>>(x, ldx, W, w_all.scale, N, K, ld, offset, tiles, y,
-                                                               ldy);
+      grouped_gemm_kernel<int8_t, false><<<grid, 256, 0, st>>>(x, ldx, W, w_all.scale, N, K, ld, offset, tiles, y, ldy);
   } else {
-    grouped_gemm_kernel<float, false><<<grid, 256, 0, st>>>(x, ldx, static_cast<const float*>(w_all.data), nullptr, N,
-                                                            K, ld, offset, tiles, y, ldy);
+    grouped_gemm_kernel<float, false>
+        <<<grid, 256, 0, st>>>(x, ldx, static_cast<const float*>(w_all.data), nullptr, N, K, ld, offset, tiles, y, ldy);
   }
   DIFFRT_CUDA_LAUNCHED("cuda::grouped_gemm");
 }

@@ -78,8 +78,8 @@ void grouped_gemm(cudaStream_t st, const float* x, int64_t ldx, const DMatrix& w
 int64_t gemm_tile_rows();
 
 // ---- elementwise / normalisation ----------------------------------------------------------------
-void rms_norm(cudaStream_t st, const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps,
-              float* y, int64_t ldy);
+void rms_norm(cudaStream_t st, const float* x, int64_t ldx, int64_t rows, int n, const float* w, float eps, float* y,
+              int64_t ldy);
 void gelu_tanh_mul(cudaStream_t st, const float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int n,
                    float* h, int64_t ldh);
 void soft_cap(cudaStream_t st, float* x, int64_t n, float cap);
@@ -87,10 +87,10 @@ void soft_cap(cudaStream_t st, float* x, int64_t n, float cap);
 void softmax_rows(cudaStream_t st, const float* src, float* dst, int64_t ld, int64_t rows, int64_t n);
 void round_to_bf16(cudaStream_t st, float* x, int64_t n);
 void scale(cudaStream_t st, float* x, int64_t n, float s);
-void add(cudaStream_t st, float* x, const float* y, int64_t n);                  // x += y
+void add(cudaStream_t st, float* x, const float* y, int64_t n);  // x += y
 // x[r] += y[r] for the rows r < n_rows of row_elems elements with mask[r] != 0 (mask on the device).
 void add_rows(cudaStream_t st, float* x, const float* y, int64_t row_elems, int n_rows, const uint8_t* mask);
-void add_scale(cudaStream_t st, float* x, const float* y, int64_t n, float s);   // x = (x + y) * s
+void add_scale(cudaStream_t st, float* x, const float* y, int64_t n, float s);  // x = (x + y) * s
 // out[t][0:H] = decode(E[ids[t]]) * scale for t < n.
 void embed(cudaStream_t st, const DMatrix& E, const int32_t* ids, int64_t n, float scale, float* out);
 
@@ -169,9 +169,8 @@ void token_stats(cudaStream_t st, const float* raw, float* pl, int64_t n, int V,
 // Per active row r < B: entropy-bound acceptance (sort + exclusive prefix sum as accept_by_entropy),
 // then canvas[i] = accepted ? sampled[i] : randint(Renoise stream) (tape_renoise[i] for a tape row);
 // mean_entropy[r] = mean H. L <= 1024.
-void accept_renoise(cudaStream_t st, const float* H, const int32_t* sampled, int B, int L, int V,
-                    const RowParams* rows, const int32_t* tape_renoise, uint8_t* accepted, int32_t* canvas,
-                    float* mean_entropy);
+void accept_renoise(cudaStream_t st, const float* H, const int32_t* sampled, int B, int L, int V, const RowParams* rows,
+                    const int32_t* tape_renoise, uint8_t* accepted, int32_t* canvas, float* mean_entropy);
 // canvas[i] = randint(seed, canvas_index, 0, Init, i / L, i % L, V) for i < n.
 void init_canvas(cudaStream_t st, int32_t* canvas, int64_t n, int L, int V, int canvas_index, uint64_t seed);
 

@@ -79,15 +79,15 @@ void kv_append(cudaStream_t st, const float* k, const float* v, int64_t ld, cons
                float* vc, int* n_keys, int* key_pos0, int* q_pos0) {
   if (n_rows <= 0 || S <= 0) return;
   kv_append_kernel<<<unsigned(n_rows * S), kBlock, 0, st>>>(k, v, ld, rows, n_cached, S, kv, hd, sliding, W, cap,
-                                                             row_stride, kc, vc, n_keys, key_pos0, q_pos0);
+                                                            row_stride, kc, vc, n_keys, key_pos0, q_pos0);
   DIFFRT_CUDA_LAUNCHED("cuda::kv_append");
 }
 
 void kv_compact(cudaStream_t st, const int* rows, const int* n_cached, int n_rows, int S, int kv, int hd, int W,
                 int cap, int64_t row_stride, float* kc, float* vc, float* tmp) {
   if (n_rows <= 0 || S <= 0) return;
-  kv_compact_kernel<<<dim3(unsigned(n_rows), unsigned(kv)), kBlock, 0, st>>>(rows, n_cached, S, hd, W, cap,
-                                                                             row_stride, kc, vc, tmp);
+  kv_compact_kernel<<<dim3(unsigned(n_rows), unsigned(kv)), kBlock, 0, st>>>(rows, n_cached, S, hd, W, cap, row_stride,
+                                                                             kc, vc, tmp);
   DIFFRT_CUDA_LAUNCHED("cuda::kv_compact");
 }
 

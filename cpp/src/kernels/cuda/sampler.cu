@@ -11,8 +11,7 @@ namespace diffrt::kernels::cuda {
 namespace {
 
 __global__ void token_stats_kernel(const float* raw, float* pl, int V, int L, const RowParams* rows,
-                                   const int32_t* tape_samples, int32_t* argmax, float* entropy,
-                                   int32_t* sampled) {
+                                   const int32_t* tape_samples, int32_t* argmax, float* entropy, int32_t* sampled) {
   __shared__ float shv[32];
   __shared__ int shi[32];
   __shared__ double shd[32];
@@ -149,9 +148,8 @@ void token_stats(cudaStream_t st, const float* raw, float* pl, int64_t n, int V,
   DIFFRT_CUDA_LAUNCHED("cuda::token_stats");
 }
 
-void accept_renoise(cudaStream_t st, const float* H, const int32_t* sampled, int B, int L, int V,
-                    const RowParams* rows, const int32_t* tape_renoise, uint8_t* accepted, int32_t* canvas,
-                    float* mean_entropy) {
+void accept_renoise(cudaStream_t st, const float* H, const int32_t* sampled, int B, int L, int V, const RowParams* rows,
+                    const int32_t* tape_renoise, uint8_t* accepted, int32_t* canvas, float* mean_entropy) {
   if (B <= 0) return;
   if (L < 1 || L > 1024) throw CudaError("cuda::accept_renoise: L must be in [1, 1024]");
   int P = 1;
