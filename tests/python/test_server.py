@@ -202,7 +202,7 @@ def test_ollama_bad_requests(oc, kwargs, status, match):
     assert oc.generate(model="tiny", prompt="still here", raw=True, options={"num_predict": 1}).done
 
 
-def test_raw_http_bad_requests(server):
+def test_raw_http_bad_requests(server, tmp_path_factory):
     for body in [b"{not json", b"[1, 2]"]:
         r = httpx.post(server + "/api/generate", content=body)
         assert r.status_code == 400 and "JSON" in r.json()["error"]
@@ -231,6 +231,16 @@ def test_raw_http_bad_requests(server):
     assert r.status_code == 400 and "steps must be int" in r.json()["error"]
     r = httpx.post(server + "/api/create", json={"model": "x", "from": "nosuch"})
     assert r.status_code == 404
+    # A FROM path gets one answer whether it is missing, a folder, or a file that is no model: no oracle
+    # of what exists on the server's disk.
+    d = tmp_path_factory.mktemp("oracle")
+    (d / "secret.txt").write_text("root:x:0:0")
+    answers = set()
+    for src in (d / "missing.gguf", d, d / "secret.txt"):
+        r = httpx.post(server + "/api/create", json={"model": "x", "from": str(src)})
+        assert r.status_code == 400
+        answers.add(r.json()["error"].replace(str(src), "SRC"))
+    assert len(answers) == 1 and "root:x" not in answers.pop()
     assert httpx.get(server + "/api/tags").status_code == 200
 
 

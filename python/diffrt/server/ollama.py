@@ -14,10 +14,15 @@ from starlette.routing import Route
 
 from .. import model_info, store
 from .. import modelfile as mfmod
+from ..errors import ConfigError, FormatError
 from ..chat import split_thinking, thinking_markers
 from . import generation as gen
 from .app import error_message, job_events, job_result, json_body, now_iso
 from .registry import RequestError, parse_keep_alive
+
+# What reading a Modelfile's FROM can fail with (not a full disk or the store's own errors).
+_UNREADABLE_SOURCE = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FormatError,
+                      ConfigError)
 
 NDJSON = "application/x-ndjson"
 log = logging.getLogger("diffrt.server")
@@ -226,8 +231,16 @@ def routes(state):
             await run_in_threadpool(embed.create, name, text, (quantize or "").lower() or None)
         except store.ModelNotFoundError as e:
             raise RequestError(str(e), 404) from None
-        except (FileNotFoundError, IsADirectoryError, mfmod.ModelfileError) as e:
+        except mfmod.ModelfileError as e:
             raise RequestError(str(e)) from None
+        except _UNREADABLE_SOURCE as e:
+            ref = mfmod.parse(text, "modelfile").from_
+            if not store.looks_like_path(ref):
+                raise RequestError(str(e)) from None
+            # One answer for a FROM path that is missing, a folder, unreadable, or not a model: the
+            # reasons would tell a client what exists on the server's disk (and what it holds).
+            raise RequestError(f"FROM {ref}: no model this server can read there (a .gguf file or a "
+                               "checkpoint folder); `diffrt create` on the server's machine says why") from None
         if body.get("stream", True) is False:
             return JSONResponse({"status": "success"})
         lines = [{"status": f"writing model {store.canonical(name)}"}, {"status": "success"}]
