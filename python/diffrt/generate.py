@@ -16,6 +16,7 @@ import numpy as np
 
 from .gguf_names import KEYS
 from .params import SAMPLER_KWARGS, TABLE, check_sampler, transformers_defaults
+from .tokenizer import file_eos_ids
 
 # transformers' DiffusionGemmaGenerationConfig defaults (spec §10.1)
 _HF_DEFAULTS = transformers_defaults()
@@ -56,36 +57,6 @@ def _f32_decimal(x):
     """A value stored as fp32 in the file, read back as the decimal the converter was given
     (0.4000000059604645 -> 0.4): transformers forms t_max - t_min from Python floats in double."""
     return float(str(np.float32(x)))
-
-
-# End-of-generation markers of Gemma vocabularies (DiffusionGemma's generation config stops at
-# <eos>, <turn|> and <|tool_response>; Gemma 2/3 chat ends turns with <end_of_turn>).
-_EOG_TEXTS = ("<eos>", "<end_of_turn>", "<turn|>", "<|tool_response>")
-_CONTROL = 3  # gguf.TokenType.CONTROL
-
-
-def file_eos_ids(metadata: dict) -> list[int]:
-    """The ids that end a generation: the converter's list (diffrt.eos_token_ids, from the
-    checkpoint's generation config) or, in files made by other tools (llama.cpp's converter writes
-    no such list), tokenizer.ggml.eos_token_id and the control tokens named as Gemma's
-    end-of-generation markers (llama.cpp finds its end-of-generation tokens by the same names)."""
-    eos = metadata.get(KEYS["DIFFRT_EOS_IDS"])
-    if eos is not None:
-        return [int(i) for i in eos]
-    ids = []
-    e = metadata.get(KEYS["EOS_ID"])
-    if isinstance(e, int) and e >= 0:
-        ids.append(e)
-    tokens = metadata.get(KEYS["TOKENIZER_TOKENS"]) or []
-    types = metadata.get(KEYS["TOKENIZER_TOKEN_TYPE"]) or []
-    for text in _EOG_TEXTS:
-        try:
-            i = tokens.index(text)
-        except ValueError:
-            continue
-        if i not in ids and (i >= len(types) or types[i] == _CONTROL):
-            ids.append(i)
-    return ids
 
 
 def sampler_defaults(metadata: dict) -> dict:

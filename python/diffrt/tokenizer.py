@@ -19,6 +19,35 @@ def has_tokenizer(metadata: dict) -> bool:
     return KEYS["TOKENIZER_HF_JSON"] in metadata or KEYS["TOKENIZER_TOKENS"] in metadata
 
 
+# End-of-generation markers of Gemma vocabularies (DiffusionGemma's generation config stops at
+# <eos>, <turn|> and <|tool_response>; Gemma 2/3 chat ends turns with <end_of_turn>).
+_EOG_TEXTS = ("<eos>", "<end_of_turn>", "<turn|>", "<|tool_response>")
+
+
+def file_eos_ids(metadata: dict) -> list[int]:
+    """The ids that end a generation: the converter's list (diffrt.eos_token_ids, from the
+    checkpoint's generation config) or, in files made by other tools (llama.cpp's converter writes
+    no such list), tokenizer.ggml.eos_token_id and the control tokens named as Gemma's
+    end-of-generation markers (llama.cpp finds its end-of-generation tokens by the same names)."""
+    eos = metadata.get(KEYS["DIFFRT_EOS_IDS"])
+    if eos is not None:
+        return [int(i) for i in eos]
+    ids = []
+    e = metadata.get(KEYS["EOS_ID"])
+    if isinstance(e, int) and e >= 0:
+        ids.append(e)
+    tokens = metadata.get(KEYS["TOKENIZER_TOKENS"]) or []
+    types = metadata.get(KEYS["TOKENIZER_TOKEN_TYPE"]) or []
+    for text in _EOG_TEXTS:
+        try:
+            i = tokens.index(text)
+        except ValueError:
+            continue
+        if i not in ids and (i >= len(types) or types[i] == _CONTROL):
+            ids.append(i)
+    return ids
+
+
 def tokenizer_json_from_ggml(metadata: dict, source: str = "model file") -> str:
     """A tokenizer.json equivalent to the `tokenizer.ggml.*` arrays of a BPE vocabulary.
 

@@ -29,7 +29,7 @@ int get_int_or(const GGUFFile& f, const char* key, int def) {
 // Files made by other tools (llama.cpp's converter) list no EOS ids of their own: the standard
 // tokenizer.ggml.eos_token_id and the control tokens named as Gemma's end-of-generation markers
 // (DiffusionGemma's generation config stops at <eos>, <turn|>, <|tool_response>; Gemma chat at
-// <end_of_turn>), which is how llama.cpp finds them. python/diffrt/generate.py (file_eos_ids)
+// <end_of_turn>), which is how llama.cpp finds them. python/diffrt/tokenizer.py (file_eos_ids)
 // applies the same rule to metadata alone.
 std::vector<int32_t> standard_eos_ids(const GGUFFile& f) {
   std::vector<int32_t> ids;

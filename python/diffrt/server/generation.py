@@ -58,6 +58,16 @@ def merge_options(ref: ModelRef, options, where: str = "options") -> dict:
     return params
 
 
+def eos_ids(md: dict) -> set:
+    """The file's end-of-answer ids plus the tokenizer's EOS (ModelRef.eos_ids keeps them per model)."""
+    from ..tokenizer import file_eos_ids
+
+    ids = set(file_eos_ids(md))
+    if isinstance(md.get(KEYS["EOS_ID"]), int):
+        ids.add(md[KEYS["EOS_ID"]])
+    return ids
+
+
 @dataclasses.dataclass
 class Prepared:
     ref: ModelRef
@@ -206,22 +216,13 @@ class TextStream:
         return delta
 
 
-def eos_ids(md: dict) -> set:
-    from ..generate import file_eos_ids
-
-    ids = set(file_eos_ids(md))
-    if isinstance(md.get(KEYS["EOS_ID"]), int):
-        ids.add(md[KEYS["EOS_ID"]])
-    return ids
-
-
 def run(job, registry, prep: Prepared) -> Outcome:
     """On the worker: load (or reuse) the model, generate, emit ("text", delta) per committed canvas
     and ("draft", text) per step when asked; return the Outcome."""
     t0 = time.monotonic()
     model = registry.acquire(prep.ref)
     load_s = time.monotonic() - t0
-    ts = TextStream(prep.ref.tokenizer, prep.params.get("stop") or [], eos_ids(prep.ref.metadata),
+    ts = TextStream(prep.ref.tokenizer, prep.params.get("stop") or [], prep.ref.eos_ids,
                     prep.max_new_tokens)
     steps = 0
     try:

@@ -14,8 +14,8 @@ from starlette.routing import Route
 
 from .. import model_info, store
 from .. import modelfile as mfmod
-from ..errors import ConfigError, FormatError
 from ..chat import split_thinking, thinking_markers
+from ..errors import ConfigError, FormatError
 from . import generation as gen
 from .app import error_message, job_events, job_result, json_body, now_iso
 from .registry import RequestError, parse_keep_alive

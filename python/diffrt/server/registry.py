@@ -62,6 +62,7 @@ class ModelRef:
     metadata: dict
     details: dict
     _tokenizer: object = None
+    _eos_ids: frozenset | None = None
 
     @property
     def digest(self) -> str:
@@ -76,6 +77,16 @@ class ModelRef:
 
             self._tokenizer = Tokenizer(self.metadata, self.path)
         return self._tokenizer
+
+    @property
+    def eos_ids(self) -> frozenset:
+        """Token ids that end an answer (the file's list, or the tokenizer's EOS markers), worked out
+        once per model file rather than per request (a scan of the vocabulary for some files)."""
+        if self._eos_ids is None:
+            from .generation import eos_ids
+
+            self._eos_ids = frozenset(eos_ids(self.metadata))
+        return self._eos_ids
 
     @property
     def defaults(self) -> dict:

@@ -218,7 +218,7 @@ class Scheduler:
             t_max=p["t_max"], entropy_bound=p["entropy_bound"], stability_threshold=p["stability_threshold"],
             confidence_threshold=p["confidence_threshold"], eos_ids=p["eos_ids"],
             pad_id=-1 if p["pad_id"] is None else p["pad_id"], seed=p["seed"], want_steps=bool(prep.drafts))
-        ts = gen.TextStream(prep.ref.tokenizer, prep.params.get("stop") or [], gen.eos_ids(prep.ref.metadata),
+        ts = gen.TextStream(prep.ref.tokenizer, prep.params.get("stop") or [], prep.ref.eos_ids,
                             prep.max_new_tokens)
         self._running[(id(eng.engine), rid)] = _Running(job, registry, prep, eng.engine, rid, prep.ref.tokenizer,
                                                         ts, p["pad_id"], t0, time.monotonic() - t0)
